@@ -1,0 +1,7 @@
+from django.urls import path
+
+from arena import consumers
+
+websocket_urlpatterns = [
+    path("ws/admin/preview/", consumers.ContenderPreviewConsumer.as_asgi()),
+]

@@ -1,0 +1,32 @@
+"""Test configuration shared by the whole suite.
+
+Services (PostgreSQL, Redis, Chromium) are started by ``tests/run.py`` (``make test``) and passed in
+through the environment. A test that lacks its service fails under ``CI=true`` (see
+``tests.fixtures.services.require_service``), and any skip at all fails a CI run.
+"""
+from __future__ import annotations
+
+import os
+
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.emulator"]
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if IN_CI and _skipped and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _skipped:
+        verdict = "FAILS the run under CI=true" if IN_CI else "reported here; under CI=true this fails"
+        terminalreporter.write_sep("!", f"{len(_skipped)} test(s) skipped: {verdict}", red=True)
+        for nodeid in _skipped:
+            terminalreporter.write_line(f"  skipped: {nodeid}")
