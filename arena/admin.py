@@ -14,6 +14,7 @@ from workers.backends import BackendError, get_adapter
 
 
 class BackendServerForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, assume_scheme="http", help_text=BackendServer._meta.get_field("base_url").help_text)
     # The token is write-only: never rendered back into the page.
     auth_token = forms.CharField(
         required=False, widget=forms.PasswordInput(render_value=False),
