@@ -187,3 +187,102 @@ class ArenaModel(models.Model):
 
     def endpoint(self) -> Endpoint:
         return self.server.endpoint(model_id=self.backend_model_id, api=self.api)
+
+
+class Side(models.TextChoices):
+    A = "a", "A"
+    B = "b", "B"
+
+
+class BattleStatus(models.TextChoices):
+    ACTIVE = "active", "In progress"
+    VOTED = "voted", "Voted"
+    FAILED = "failed", "Failed"
+
+
+class Battle(models.Model):
+    """Two contenders answering the same rater, side by side, anonymous until the vote."""
+
+    # A random public id: sequential ids would let a rater count or probe other battles.
+    public_id = models.UUIDField(unique=True, editable=False)
+    rater = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="battles")
+    model_a = models.ForeignKey(ArenaModel, on_delete=models.PROTECT, related_name="battles_as_a")
+    model_b = models.ForeignKey(ArenaModel, on_delete=models.PROTECT, related_name="battles_as_b")
+    anonymous = models.BooleanField(default=True)
+    status = models.CharField(max_length=16, choices=BattleStatus.choices, default=BattleStatus.ACTIVE)
+    identity_leak = models.BooleanField(default=False, help_text="An answer named a contender.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revealed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(model_a=models.F("model_b")), name="battle_two_contenders"),
+        ]
+
+    def __str__(self) -> str:
+        return f"battle {self.public_id}"
+
+
+class Turn(models.Model):
+    battle = models.ForeignKey(Battle, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveIntegerField()
+    prompt = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["battle", "index"]
+        constraints = [models.UniqueConstraint(fields=["battle", "index"], name="unique_turn_index")]
+
+
+class GenerationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    STREAMING = "streaming", "Streaming"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    STOPPED = "stopped", "Stopped"
+
+
+class Generation(models.Model):
+    """One side's answer to one turn."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="generations")
+    side = models.CharField(max_length=1, choices=Side.choices)
+    contender = models.ForeignKey(ArenaModel, on_delete=models.PROTECT, related_name="generations")
+    status = models.CharField(max_length=16, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED)
+    text = models.TextField(blank=True, default="")
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    time_to_first_token_ms = models.FloatField(null=True, blank=True)
+    time_per_output_token_ms = models.FloatField(null=True, blank=True)
+    decoding_params = models.JSONField(default=dict, blank=True)
+    # Internal only (admins, logs): never sent to a rater before the vote.
+    error_code = models.CharField(max_length=32, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["turn", "side"]
+        constraints = [models.UniqueConstraint(fields=["turn", "side"], name="unique_generation_side")]
+
+
+class Winner(models.TextChoices):
+    # The FastChat clean_battle vocabulary, so data moves both ways with the public tools.
+    MODEL_A = "model_a", "A is better"
+    MODEL_B = "model_b", "B is better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "tie (bothbad)", "Both are bad"
+
+
+class Vote(models.Model):
+    # One vote per battle, enforced by the database (OneToOne = unique), not by a check in Python.
+    battle = models.OneToOneField(Battle, on_delete=models.CASCADE, related_name="vote")
+    rater = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="votes")
+    winner = models.CharField(max_length=16, choices=Winner.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    seconds_after_completion = models.FloatField(null=True, blank=True)

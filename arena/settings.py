@@ -142,3 +142,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
+
+# Battles
+ARENA_MAX_PROMPT_CHARS = env_int("ARENA_MAX_PROMPT_CHARS", 8000)
+ARENA_MAX_TURNS = env_int("ARENA_MAX_TURNS", 8)
+ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 500)
+ARENA_PROMPTS_PER_MINUTE = env_int("ARENA_PROMPTS_PER_MINUTE", 20)
+GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 2)

@@ -24,3 +24,11 @@ def stream_contender(contender_id: int, prompt: str, group: str, side: str) -> N
     from arena.services.streaming import contender_stream_to_group
 
     contender_stream_to_group(contender_id=contender_id, prompt=prompt, group=group, side=side)
+
+
+@shared_task(name="arena.generate", ignore_result=True, soft_time_limit=900, time_limit=960)
+def generate(generation_id: int) -> None:
+    """Stream one side of one battle turn (see arena.services.generation)."""
+    from arena.services.generation import generation_run
+
+    generation_run(generation_id=generation_id)

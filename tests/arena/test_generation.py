@@ -1,0 +1,76 @@
+"""One side's generation, run through the task code against the emulator."""
+from __future__ import annotations
+
+import pytest
+
+from arena.models import Battle, BattleStatus, Generation, GenerationStatus
+from arena.services.battles import battle_start, turn_submit
+from arena.services.generation import FAILED_SIDE_MESSAGE, generation_run
+from workers.emulator import Fault
+from workers.tasks import generate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def rater(django_user_model):
+    return django_user_model.objects.create_user("rater-g", password="pw-rater-123")
+
+
+def start_with_turn(rater, prompt="Explain tea."):
+    battle = battle_start(rater=rater)
+    turn_submit(battle=battle, rater=rater, prompt=prompt)
+    return battle
+
+
+@pytest.fixture
+def in_process_off(monkeypatch):
+    # The tests run the task body by hand instead of letting the commit hook enqueue it.
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, *args, **kwargs: None)
+
+
+def test_both_sides_finish_with_text_and_speed(rater, make_contender, in_process_off):
+    make_contender("demo-terse-7b", "tgi")
+    make_contender("demo-markdown-13b", "ollama")
+    battle = start_with_turn(rater)
+    for generation in Generation.objects.filter(turn__battle=battle):
+        generate(generation.pk)  # the Celery task body, run in-process
+    for generation in Generation.objects.filter(turn__battle=battle):
+        assert generation.status == GenerationStatus.DONE
+        assert generation.text.strip()
+        assert generation.output_tokens and generation.time_to_first_token_ms is not None
+    # A repeated or late task is harmless.
+    first = Generation.objects.filter(turn__battle=battle).first()
+    generation_run(generation_id=first.pk)
+    assert Generation.objects.get(pk=first.pk).attempts == 1
+
+
+def test_second_turn_sends_each_side_its_own_history(rater, make_contender, emulator, in_process_off):
+    make_contender("demo-terse-7b", "openai")
+    make_contender("demo-coder-34b", "openai")
+    battle = start_with_turn(rater, "First question")
+    for generation in Generation.objects.filter(turn__battle=battle):
+        generate(generation.pk)
+    answers = dict(Generation.objects.filter(turn__battle=battle).values_list("side", "text"))
+    turn_submit(battle=battle, rater=rater, prompt="Second question")
+    before = len(emulator.request_log)
+    second = Generation.objects.get(turn__battle=battle, turn__index=2, side="a")
+    generate(second.pk)
+    bodies = [body for _, path, body in emulator.request_log[before:] if path.endswith("/chat/completions")]
+    messages = bodies[-1]["messages"]
+    assert [m["role"] for m in messages][-3:] == ["user", "assistant", "user"]
+    assert messages[-2]["content"] == answers["a"]
+    assert messages[-1]["content"] == "Second question"
+
+
+def test_failed_side_fails_the_battle_without_leaking_details(rater, make_contender, emulator, in_process_off):
+    make_contender("fault-target", "ollama")
+    make_contender("demo-terse-7b", "ollama")
+    emulator.set_fault("fault-target", Fault(kind="error_mid_stream", after_tokens=2))
+    battle = start_with_turn(rater)
+    for generation in Generation.objects.filter(turn__battle=battle):
+        generate(generation.pk)
+    failed = Generation.objects.get(turn__battle=battle, contender__backend_model_id="fault-target")
+    assert failed.status == GenerationStatus.FAILED and failed.error_message
+    assert Battle.objects.get(pk=battle.pk).status == BattleStatus.FAILED
+    assert "fault-target" not in FAILED_SIDE_MESSAGE
