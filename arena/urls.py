@@ -6,6 +6,8 @@ from arena import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("battle/", views.battle_page, name="battle"),
+    path("history/", views.history_page, name="history"),
     path("healthz", views.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

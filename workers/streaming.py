@@ -11,12 +11,16 @@ import time
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from workers import partials
+
 DEFAULT_BATCH_MS = 40.0
 
 
 class DeltaPublisher:
-    def __init__(self, *, group: str, side: str, interval_ms: float = DEFAULT_BATCH_MS, start_seq: int = 0) -> None:
+    def __init__(self, *, group: str, side: str, interval_ms: float = DEFAULT_BATCH_MS, start_seq: int = 0,
+                 partial_name: str | None = None) -> None:
         self.group = group
+        self.partial_name = partial_name
         self.side = side
         self.interval_s = interval_ms / 1000.0
         self.seq = start_seq
@@ -38,6 +42,9 @@ class DeltaPublisher:
         self.seq += 1
         text = "".join(self._pending)
         self._pending.clear()
+        if self.partial_name:
+            # Recorded before sending: a reconnecting client's snapshot never misses a sent batch.
+            partials.record(self.partial_name, self.seq, text)
         self._send(self.group, {"type": "generation.delta", "side": self.side, "seq": self.seq, "text": text})
 
     def finish(self, **fields) -> None:

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 FAILED_SIDE_MESSAGE = "This side could not answer. Start a new battle to keep going."
 
 
+def partial_name(generation_id: int) -> str:
+    return f"generation:{generation_id}"
+
+
 def _claim(generation_id: int) -> Generation | None:
     with transaction.atomic():
         generation = (Generation.objects.select_for_update()
@@ -64,7 +68,8 @@ def generation_run(*, generation_id: int) -> None:
     battle = generation.turn.battle
     contender = generation.contender
     server = contender.server
-    publisher = DeltaPublisher(group=battle_group(battle), side=generation.side)
+    publisher = DeltaPublisher(group=battle_group(battle), side=generation.side,
+                                partial_name=partial_name(generation.pk))
     params = DecodingParams(**{**generation.decoding_params, "stop": tuple(generation.decoding_params.get("stop", ()))})
     messages = conversation_for(contender, history_for(generation))
     chunks: list[str] = []

@@ -1,0 +1,62 @@
+"""Text-so-far of generations in flight, for browsers that reconnect mid-stream.
+
+Each published batch is recorded with its sequence number, atomically, so a reconnecting client
+can take a snapshot (text up to seq N) and then apply only live deltas with seq > N: nothing lost,
+nothing doubled. Redis holds it in the production topology (any worker writes, any web process
+reads); a process-local dict does in the embedded default, where everything is one process.
+"""
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+TTL_SECONDS = 3600
+_local: dict[str, tuple[int, str]] = {}
+_local_lock = threading.Lock()
+_client = None
+
+
+def _redis():
+    global _client
+    if _client is None:
+        import redis
+
+        _client = redis.Redis.from_url(settings.REDIS_URL)
+    return _client
+
+
+def _key(name: str) -> str:
+    return f"arena:partial:{name}"
+
+
+def record(name: str, seq: int, text: str) -> None:
+    if settings.REDIS_URL:
+        pipe = _redis().pipeline(transaction=True)
+        pipe.set(_key(name) + ":seq", seq, ex=TTL_SECONDS)
+        pipe.append(_key(name) + ":text", text)
+        pipe.expire(_key(name) + ":text", TTL_SECONDS)
+        pipe.execute()
+        return
+    with _local_lock:
+        old_seq, old_text = _local.get(name, (0, ""))
+        _local[name] = (seq, old_text + text)
+
+
+def snapshot(name: str) -> tuple[int, str]:
+    if settings.REDIS_URL:
+        pipe = _redis().pipeline(transaction=True)
+        pipe.get(_key(name) + ":seq")
+        pipe.get(_key(name) + ":text")
+        seq, text = pipe.execute()
+        return int(seq or 0), (text or b"").decode("utf-8")
+    with _local_lock:
+        return _local.get(name, (0, ""))
+
+
+def forget(name: str) -> None:
+    if settings.REDIS_URL:
+        _redis().delete(_key(name) + ":seq", _key(name) + ":text")
+        return
+    with _local_lock:
+        _local.pop(name, None)
