@@ -12,7 +12,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from arena import roles
 from arena.models import ArenaModel
 from arena.selectors import battle_for_rater, battle_state
-from arena.services.battles import BattleError, battle_group, battle_reveal, battle_start, turn_submit, vote_cast
+from arena.services.battles import (
+    BattleError, battle_group, battle_reveal, battle_start, prompt_check, turn_submit,
+    vote_cast,
+)
 from workers.dispatch import enqueue
 from workers.tasks import stream_contender
 
@@ -105,6 +108,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await self._send_state()
 
     async def on_prompt(self, content):
+        prompt_check(content.get("text"))  # a bad prompt starts no battle
         if self.battle is None:
             await self.on_new(content)
         turn = await database_sync_to_async(turn_submit)(battle=self.battle, rater=self.user,

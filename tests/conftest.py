@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.emulator"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.emulator", "tests.fixtures.registry"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 _skipped: list[str] = []

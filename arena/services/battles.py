@@ -47,17 +47,22 @@ def _check_owner(battle: Battle, rater) -> None:
         raise BattleError("This battle belongs to another rater.", code="forbidden")
 
 
+def prompt_check(prompt) -> None:
+    """Refuse a prompt that cannot be sent, before anything is written."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise BattleError("Type a prompt first.", code="empty_prompt")
+    if len(prompt) > settings.ARENA_MAX_PROMPT_CHARS:
+        raise BattleError(f"The prompt is {len(prompt)} characters; the limit is {settings.ARENA_MAX_PROMPT_CHARS}.",
+                          code="prompt_too_long")
+
+
 def turn_submit(*, battle: Battle, rater, prompt: str) -> Turn:
     """Store the rater's prompt and one queued generation per side; enqueue both on commit."""
     from workers.dispatch import enqueue
     from workers.tasks import generate
 
     _check_owner(battle, rater)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise BattleError("Type a prompt first.", code="empty_prompt")
-    if len(prompt) > settings.ARENA_MAX_PROMPT_CHARS:
-        raise BattleError(f"The prompt is {len(prompt)} characters; the limit is {settings.ARENA_MAX_PROMPT_CHARS}.",
-                          code="prompt_too_long")
+    prompt_check(prompt)
     with transaction.atomic():
         battle = Battle.objects.select_for_update().get(pk=battle.pk)
         if battle.status != BattleStatus.ACTIVE:
@@ -133,6 +138,8 @@ class RevealedSide:
 def battle_reveal(*, battle: Battle, rater) -> list[RevealedSide]:
     """The names behind a and b: only once the battle has its vote."""
     _check_owner(battle, rater)
+    # The caller's object may predate the vote (vote_cast writes through a locked copy).
+    battle = Battle.objects.select_related("model_a__preset", "model_b__preset").get(pk=battle.pk)
     if battle.revealed_at is None:
         raise BattleError("Names are revealed after the vote.", code="not_revealed")
     revealed = []

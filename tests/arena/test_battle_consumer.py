@@ -161,8 +161,8 @@ def test_malformed_frames_get_a_clear_error(rater, contenders):
 
 def test_reconnect_mid_stream_gets_text_so_far_then_only_newer_deltas(rater, make_contender, emulator, settings):
     settings.GENERATION_IN_PROCESS = True
-    make_contender("slow-model", "openai")
-    make_contender("slow-model", "ollama")
+    make_contender("demo-coder-34b", "openai")
+    make_contender("demo-coder-34b", "ollama")
 
     async def scenario():
         first = communicator_for(rater)

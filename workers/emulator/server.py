@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from urllib.parse import quote
 
 from . import ollama, openai, tgi
-from .config import SERVER_FAULTS, EmulatedModel, Fault
+from .config import EmulatedModel, Fault
 from .http import BadRequest, ClientGone, Connection, Request, read_request
-from .runtime import LoggedRequest, State
+from .runtime import LoggedRequest, State, apply_server_fault
 
 KINDS = ("tgi", "ollama", "openai")
 # The request log is for tests; a long-running demo must not grow it without bound.
@@ -209,12 +209,9 @@ class EmulatorServer:
             if model is None:
                 await conn.respond(404, [])
                 return
-            fault = self._state.fault_for(model.name)
-            if fault is not None and fault.kind in SERVER_FAULTS:
-                if fault.kind == "refuse":
-                    conn.reset()
-                    return
-                await asyncio.sleep(fault.delay_ms / 1000.0)
+            # A TGI server serves one model, so its server faults hit every route, health included.
+            if await apply_server_fault(self._state, model.name, conn):
+                return
             await tgi.handle(self._state, model, sub, request, conn)
         elif path == "/ollama" or path.startswith("/ollama/"):
             await ollama.handle(self._state, path[len("/ollama"):], request, conn)

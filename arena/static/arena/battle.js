@@ -148,7 +148,7 @@
       resetPanes();
       send({ type: "new" });
     }
-    if (send({ type: "prompt", text: text })) box.value = "";
+    if (send({ type: "prompt", text: text })) { box.value = ""; setVoting(false); }
   });
   voteButtons.forEach((b) => b.addEventListener("click", () => vote(b.dataset.vote)));
   $("#new-battle").addEventListener("click", newBattle);
