@@ -1,0 +1,190 @@
+"""Rating snapshots, online Elo state, the vote records the ratings are computed from, imported battles."""
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from arena.models import Winner
+
+
+class SnapshotStatus(models.TextChoices):
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class RatingSnapshot(models.Model):
+    """The leaderboard of one category as it stood at one refresh. Never edited after it is written.
+
+    A ready snapshot is written with all its rows in one transaction; a refresh that fails leaves a
+    failed snapshot without rows (so the failure shows in the admin) and the previous one stays current.
+    """
+
+    category = models.CharField(max_length=64)
+    style_control = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=SnapshotStatus.choices, default=SnapshotStatus.READY)
+    error = models.TextField(blank=True, default="")
+    battles = models.PositiveIntegerField(default=0, help_text="Battles counted in the fit (after the tie policy).")
+    votes_read = models.PositiveIntegerField(default=0, help_text="Votes that passed the filters.")
+    # Engine parameters (seed included), the filters applied and how many votes each removed.
+    params = models.JSONField(default=dict, blank=True)
+    solver = models.JSONField(default=dict, blank=True)
+    # {"names": [...], "battle_counts": [[...]], "win_fraction": [[...]], "predicted_win": [[...]]},
+    # rows and columns in ``names`` order (the rating order); null where two models never met.
+    matrices = models.JSONField(default=dict, blank=True)
+    # Style-control snapshots: coefficients, their intervals, feature means and deviations.
+    style = models.JSONField(default=dict, blank=True)
+    # Digest of the aggregated input and parameters: a refresh with nothing new writes nothing.
+    input_digest = models.CharField(max_length=64, blank=True, default="")
+    seconds = models.FloatField(default=0.0, help_text="Time to aggregate, fit and bootstrap.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["category", "style_control", "status", "-created_at"], name="snapshot_latest_idx"),
+        ]
+
+    def __str__(self) -> str:
+        style = " (style control)" if self.style_control else ""
+        return f"{self.category}{style} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SnapshotRow(models.Model):
+    snapshot = models.ForeignKey(RatingSnapshot, on_delete=models.CASCADE, related_name="rows")
+    position = models.PositiveIntegerField(help_text="1 = highest rating.")
+    # The name as rated: imported battles may name models that are not contenders here, and a
+    # renamed contender keeps its old name in old snapshots.
+    model_name = models.CharField(max_length=200)
+    contender = models.ForeignKey(
+        "arena.ArenaModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshot_rows"
+    )
+    rating = models.FloatField()
+    ci_lower = models.FloatField(null=True, blank=True)
+    ci_upper = models.FloatField(null=True, blank=True)
+    rank_ub = models.PositiveIntegerField()
+    votes = models.PositiveIntegerField()
+    win_rate = models.FloatField(null=True, blank=True)
+    predicted_win_rate = models.FloatField(null=True, blank=True)
+    elo = models.FloatField(null=True, blank=True)
+    provisional = models.BooleanField(default=False)
+    # Medians over the contender's recent finished answers at refresh time: a permalink shows the
+    # speed of its day, and pages need not scan every generation on each view.
+    median_ttft_ms = models.FloatField(null=True, blank=True)
+    median_tpot_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["snapshot", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["snapshot", "model_name"], name="unique_model_per_snapshot"),
+        ]
+        indexes = [models.Index(fields=["model_name"], name="snapshotrow_model_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.model_name}: {self.rating:.1f}"
+
+
+class EloRating(models.Model):
+    """Online Elo of one model in one category, updated as each vote arrives."""
+
+    category = models.CharField(max_length=64)
+    model_name = models.CharField(max_length=200)
+    contender = models.ForeignKey(
+        "arena.ArenaModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="elo_ratings"
+    )
+    rating = models.FloatField()
+    votes = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["category", "-rating"]
+        constraints = [
+            models.UniqueConstraint(fields=["category", "model_name"], name="unique_elo_per_category_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category} {self.model_name}: {self.rating:.1f}"
+
+
+class VoteRecord(models.Model):
+    """One vote as the leaderboard reads it, written once when the vote is first seen.
+
+    It copies what never changes after a vote (the pair, the outcome, the rater, the time, whether
+    the battle was anonymous, whether an answer failed) and adds what needs Python to work out
+    (language, coding, prompt length and digest, Markdown counts of the answers). The refresh then
+    aggregates one table instead of joining votes, battles and generations; only the identity-leak
+    flag, which may be set after the vote, is read live from the battle.
+    """
+
+    battle = models.OneToOneField(
+        "arena.Battle", on_delete=models.CASCADE, primary_key=True, related_name="leaderboard_record"
+    )
+    vote = models.OneToOneField("arena.Vote", on_delete=models.CASCADE, related_name="leaderboard_record")
+    rater = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_a = models.ForeignKey("arena.ArenaModel", on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_b = models.ForeignKey("arena.ArenaModel", on_delete=models.CASCADE, related_name="+", db_index=False)
+    winner = models.CharField(max_length=16, choices=Winner.choices)
+    voted_at = models.DateTimeField()
+    anonymous = models.BooleanField()
+    failed = models.BooleanField(default=False, help_text="An answer of the battle failed.")
+    language = models.CharField(max_length=16, blank=True, default="", help_text="ISO code; empty if unknown.")
+    is_coding = models.BooleanField(default=False)
+    prompt_chars = models.PositiveIntegerField(default=0, help_text="Characters over all of the rater's prompts.")
+    turns = models.PositiveIntegerField(default=1)
+    prompt_hash = models.CharField(max_length=64, blank=True, default="")
+    # Style counts per side, summed over turns: [length, headers, list items, bold] (engine order).
+    style_a = models.JSONField(null=True, blank=True)
+    style_b = models.JSONField(null=True, blank=True)
+    # Set in the same transaction as the Elo update, so a repeated hook call counts the vote once.
+    elo_applied = models.BooleanField(default=False)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["rater", "voted_at"], name="voterecord_rater_day_idx"),
+            models.Index(fields=["prompt_hash"], name="voterecord_prompt_idx"),
+            models.Index(fields=["elo_applied"], condition=models.Q(elo_applied=False),
+                         name="voterecord_elo_pending_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"vote on battle {self.battle_id}"
+
+
+class ImportedBattle(models.Model):
+    """A vote from a battle file (FastChat ``clean_battle`` and friends), rated with the arena's own.
+
+    Kept apart from Battle so that no rater, contender or generation is invented for it; models are
+    matched to contenders by display name.
+    """
+
+    # sha256 of the question_id when the row has one, else of the row's content and line number:
+    # importing the same file twice adds nothing.
+    import_key = models.CharField(max_length=64, unique=True)
+    source = models.CharField(max_length=255, blank=True, default="")
+    line = models.PositiveIntegerField(default=0)
+    question_id = models.CharField(max_length=100, blank=True, default="")
+    model_a = models.CharField(max_length=200)
+    model_b = models.CharField(max_length=200)
+    winner = models.CharField(max_length=16, choices=Winner.choices)
+    tstamp = models.DateTimeField(null=True, blank=True)
+    anony = models.BooleanField(default=True)
+    judge = models.CharField(max_length=200, blank=True, default="")
+    language = models.CharField(max_length=16, blank=True, default="")
+    is_coding = models.BooleanField(default=False)
+    prompt_chars = models.PositiveIntegerField(null=True, blank=True, help_text="Unknown without a conversation.")
+    turns = models.PositiveIntegerField(default=1)
+    prompt_hash = models.CharField(max_length=64, blank=True, default="")
+    style_a = models.JSONField(null=True, blank=True)
+    style_b = models.JSONField(null=True, blank=True)
+    conversation_a = models.JSONField(null=True, blank=True)
+    conversation_b = models.JSONField(null=True, blank=True)
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tstamp", "id"]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(model_a=models.F("model_b")), name="imported_two_models"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_a} vs {self.model_b}: {self.winner}"

@@ -1,0 +1,1024 @@
+"""Writes for the leaderboard: vote records, online Elo, rating snapshots, debounced refresh,
+battle export and import.
+
+Snapshots: ``leaderboard_refresh`` reads the counted votes once (grouped in SQL), rates every
+category with the engine and writes one snapshot per category and variant (plain, style control),
+each with all its rows in one transaction. A category whose input and parameters have not changed
+since its latest snapshot gets no new one.
+
+Online Elo: ``elo_record_vote`` is called once per vote (a repeated call is harmless) and moves the
+Elo of both models in every category of the battle; ``elo_rebuild`` replays all counted votes.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import heapq
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone as dt_timezone
+from pathlib import Path
+from typing import Callable, Iterator, TextIO
+
+import numpy as np
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from arena.models import ArenaModel, Battle, BattleStatus, Generation, GenerationStatus, Turn, Vote
+from leaderboard import categories as cats
+from leaderboard.battle_files import FORMATS, BattleFileError, detect_format
+from leaderboard.engine import (
+    ConvergenceError, DegenerateDataError, OnlineElo, RatingScale, TiePolicy, answer_style, fit_style_control, rate,
+)
+from leaderboard.engine.outcomes import check_vote
+from leaderboard.engine.ranking import battle_count_matrix, predicted_win_matrix, rank_upper_bound, win_fraction_matrix
+from leaderboard.engine.provisional import provisional_flags
+from leaderboard.models import EloRating, ImportedBattle, RatingSnapshot, SnapshotRow, SnapshotStatus, VoteRecord
+from leaderboard.selectors import (
+    LeaderboardSettings, StyleRows, VoteCells, counted_imported, counted_record_rows, eligible_records, outcomes_from_arrays,
+    snapshot_latest, speed_medians, speed_window_start, style_rows, vote_cells,
+)
+
+log = logging.getLogger(__name__)
+
+# Advisory lock keys (PostgreSQL): Elo updates are serialised so that a rebuild and the per-vote hook
+# never interleave; refreshes do not overlap.
+_ELO_LOCK = 7_311_001
+_REFRESH_LOCK = 7_311_002
+
+
+# --------------------------------------------------------------------------------------------------
+# Vote records
+
+
+def _style_of(texts: list[str]) -> list[int]:
+    total = np.zeros(4)
+    for text in texts:
+        total += answer_style(text)
+    return [int(v) for v in total]
+
+
+def _compute_records(vote_ids: list[int]) -> list[VoteRecord]:
+    votes = list(Vote.objects.filter(pk__in=vote_ids).values_list(
+        "pk", "battle_id", "rater_id", "winner", "created_at", "battle__model_a_id", "battle__model_b_id",
+        "battle__anonymous"))
+    battle_ids = [vote[1] for vote in votes]
+    prompts: dict[int, list[str]] = defaultdict(list)
+    for battle_id, prompt in (Turn.objects.filter(battle_id__in=battle_ids).order_by("battle_id", "index")
+                              .values_list("battle_id", "prompt")):
+        prompts[battle_id].append(prompt)
+    answers: dict[tuple[int, str], list[str]] = defaultdict(list)
+    failed: set[int] = set()
+    for battle_id, side, status, text in (Generation.objects.filter(turn__battle_id__in=battle_ids)
+                                          .order_by("turn__index")
+                                          .values_list("turn__battle_id", "side", "status", "text")):
+        if status == GenerationStatus.DONE:
+            answers[(battle_id, side)].append(text)
+        elif status == GenerationStatus.FAILED:
+            failed.add(battle_id)
+    records = []
+    for vote_id, battle_id, rater_id, winner, voted_at, model_a_id, model_b_id, anonymous in votes:
+        tags = cats.tag_prompts(prompts.get(battle_id, []))
+        has_both = (battle_id, "a") in answers and (battle_id, "b") in answers
+        records.append(VoteRecord(
+            battle_id=battle_id, vote_id=vote_id, rater_id=rater_id, model_a_id=model_a_id, model_b_id=model_b_id,
+            winner=winner, voted_at=voted_at, anonymous=anonymous, failed=battle_id in failed,
+            language=tags.language, is_coding=tags.is_coding, prompt_chars=tags.prompt_chars, turns=tags.turns,
+            prompt_hash=tags.prompt_hash,
+            style_a=_style_of(answers[(battle_id, "a")]) if has_both else None,
+            style_b=_style_of(answers[(battle_id, "b")]) if has_both else None,
+        ))
+    return records
+
+
+# Votes commit in about id order; looking back this far from the newest record catches any that
+# committed after a higher id without scanning every vote on each refresh.
+_RECORD_LOOKBACK = 10_000
+
+
+def vote_records_fill(*, full: bool = False, chunk: int = 1000) -> int:
+    """Record every vote not recorded yet; returns how many were recorded.
+
+    By default only votes near and after the newest record are looked at (cheap at millions of
+    votes); ``full`` checks them all.
+    """
+    newest = VoteRecord.objects.aggregate(newest=Max("vote_id"))["newest"]
+    missing = Vote.objects.filter(leaderboard_record__isnull=True)
+    if newest is not None and not full:
+        missing = missing.filter(pk__gt=newest - _RECORD_LOOKBACK)
+    recorded = 0
+    after = 0
+    while True:
+        ids = list(missing.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:chunk])
+        if not ids:
+            return recorded
+        VoteRecord.objects.bulk_create(_compute_records(ids), ignore_conflicts=True)
+        recorded += len(ids)
+        after = ids[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Online Elo
+
+
+def _advisory_xact_lock(key: int) -> None:
+    # SQLite (the embedded default) serialises writers on its own.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _rating_scale(config: LeaderboardSettings) -> RatingScale:
+    return RatingScale(config.scale, config.base, config.initial)
+
+
+def _counts_for_elo(record: VoteRecord, config: LeaderboardSettings) -> bool:
+    """The same filters as the refresh, judged when the vote arrives."""
+    eligible = eligible_records()
+    if not eligible.filter(pk=record.pk).exists():
+        return False
+    earlier = eligible.filter(Q(voted_at__lt=record.voted_at) | Q(voted_at=record.voted_at, vote_id__lt=record.vote_id))
+    if config.rater_daily_cap > 0:
+        day = record.voted_at.astimezone(dt_timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        same_day = earlier.filter(rater_id=record.rater_id, voted_at__gte=day, voted_at__lt=day + timedelta(days=1))
+        if same_day.count() >= config.rater_daily_cap:
+            return False
+    if config.deduplicate_prompts and record.prompt_hash:
+        if earlier.filter(prompt_hash=record.prompt_hash).exists():
+            return False
+    return True
+
+
+def _elo_apply(*, categories: list[str], name_a: str, name_b: str, contender_a: int | None,
+               contender_b: int | None, score_a: float, config: LeaderboardSettings) -> None:
+    EloRating.objects.bulk_create(
+        [EloRating(category=category, model_name=name, contender_id=contender, rating=config.initial)
+         for category in categories for name, contender in ((name_a, contender_a), (name_b, contender_b))],
+        ignore_conflicts=True,
+    )
+    rows = {(row.category, row.model_name): row
+            for row in EloRating.objects.filter(category__in=categories, model_name__in=[name_a, name_b])}
+    scale = _rating_scale(config)
+    now = timezone.now()
+    for category in categories:
+        row_a, row_b = rows[(category, name_a)], rows[(category, name_b)]
+        # The engine's OnlineElo update, term for term, so that replaying gives the same numbers.
+        expected_a = 1.0 / (1.0 + scale.base ** ((row_b.rating - row_a.rating) / scale.scale))
+        delta = config.elo_k * (score_a - expected_a)
+        row_a.rating += delta
+        row_b.rating -= delta
+        for row in (row_a, row_b):
+            row.votes += 1
+            row.updated_at = now
+    EloRating.objects.bulk_update(list(rows.values()), ["rating", "votes", "updated_at"])
+
+
+def elo_record_vote(*, vote: Vote) -> bool:
+    """Update online Elo for one new vote; True when the vote counted.
+
+    Call it once the vote is committed. Calling it again for the same vote changes nothing, and a
+    vote it never saw is picked up by the next refresh.
+    """
+    config = LeaderboardSettings.load()
+    with transaction.atomic():
+        _advisory_xact_lock(_ELO_LOCK)
+        if not VoteRecord.objects.filter(vote_id=vote.pk).exists():
+            VoteRecord.objects.bulk_create(_compute_records([vote.pk]), ignore_conflicts=True)
+        record = (VoteRecord.objects.select_for_update(of=("self",)).select_related("model_a", "model_b")
+                  .get(vote_id=vote.pk))
+        if record.elo_applied:
+            return False
+        score = TiePolicy(config.ties, config.bothbad).score_of_a(record.winner)
+        counted = score is not None and _counts_for_elo(record, config)
+        if counted:
+            _elo_apply(
+                categories=cats.categories_of(language=record.language, is_coding=record.is_coding,
+                                              prompt_chars=record.prompt_chars, turns=record.turns,
+                                              long_prompt_chars=config.long_prompt_chars),
+                name_a=record.model_a.display_name, name_b=record.model_b.display_name,
+                contender_a=record.model_a_id, contender_b=record.model_b_id, score_a=score, config=config,
+            )
+        record.elo_applied = True
+        record.save(update_fields=["elo_applied"])
+    return counted
+
+
+# Beyond this many missed votes one replay of everything is cheaper than a few queries per vote.
+_CATCH_UP_LIMIT = 50
+
+
+def elo_catch_up() -> int:
+    """Apply Elo for recorded votes whose hook never ran, oldest first."""
+    pending = list(VoteRecord.objects.filter(elo_applied=False).order_by("voted_at", "vote_id")
+                   .values_list("vote_id", flat=True)[:_CATCH_UP_LIMIT + 1])
+    if len(pending) > _CATCH_UP_LIMIT:
+        elo_rebuild()
+        return len(pending)
+    for vote_id in pending:
+        elo_record_vote(vote=Vote(pk=vote_id))
+    return len(pending)
+
+
+def _epoch(moment: datetime | None) -> float:
+    return moment.timestamp() if moment is not None else float("-inf")
+
+
+def elo_rebuild() -> int:
+    """Recompute online Elo from scratch: counted arena votes and imported battles in time order.
+
+    Imported battles without a time stamp come first, in file order. Returns the votes replayed.
+    """
+    config = LeaderboardSettings.load()
+    vote_records_fill(full=True)
+    policy = TiePolicy(config.ties, config.bothbad)
+    with transaction.atomic():
+        _advisory_xact_lock(_ELO_LOCK)
+        cutoff = VoteRecord.objects.aggregate(last=Max("vote_id"))["last"] or 0
+        id_names = dict(ArenaModel.objects.values_list("id", "display_name"))
+        native = counted_record_rows(
+            config=config, in_vote_order=True, max_vote_id=cutoff,
+            columns=["voted_at", "vote_id", "model_a_id", "model_b_id", "winner", "language", "is_coding",
+                     "prompt_chars", "turns"])
+        imported = (counted_imported(config=config).order_by("tstamp", "id")
+                    .values_list("tstamp", "id", "model_a", "model_b", "winner", "language", "is_coding",
+                                 "prompt_chars", "turns"))
+        native_rows = ((_epoch(at), 1, pk, id_names[a], id_names[b], w, lang, code, chars, turns)
+                       for at, pk, a, b, w, lang, code, chars, turns in native)
+        imported_rows = ((_epoch(at), 0, pk, a, b, w, lang, code, chars, turns)
+                         for at, pk, a, b, w, lang, code, chars, turns in imported.iterator(chunk_size=20000))
+        engines: dict[str, OnlineElo] = {}
+        counted: dict[tuple[str, str], int] = defaultdict(int)
+        replayed = 0
+        for _, _, _, name_a, name_b, winner, language, coding, chars, turns in heapq.merge(
+                imported_rows, native_rows, key=lambda row: row[:3]):
+            replayed += 1
+            score = policy.score_of_a(winner)
+            if score is None:
+                continue
+            for category in cats.categories_of(language=language, is_coding=coding, prompt_chars=chars, turns=turns,
+                                               long_prompt_chars=config.long_prompt_chars):
+                engine = engines.get(category)
+                if engine is None:
+                    engine = engines[category] = OnlineElo(config.elo_k, config.scale, config.base, config.initial,
+                                                           policy)
+                engine.update_score(name_a, name_b, score)
+                counted[(category, name_a)] += 1
+                counted[(category, name_b)] += 1
+        contenders = {name: pk for pk, name in id_names.items()}
+        EloRating.objects.all().delete()
+        EloRating.objects.bulk_create(
+            [EloRating(category=category, model_name=name, contender_id=contenders.get(name), rating=rating,
+                       votes=counted[(category, name)])
+             for category, engine in engines.items() for name, rating in engine.ratings.items()],
+            batch_size=5000,
+        )
+        VoteRecord.objects.filter(elo_applied=False, vote_id__lte=cutoff).update(elo_applied=True)
+    return replayed
+
+
+# --------------------------------------------------------------------------------------------------
+# Snapshots
+
+
+@dataclass
+class RefreshReport:
+    written: list[RatingSnapshot] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # "category" or "category (style)"
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    busy: bool = False  # another refresh was running; nothing was done
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {"written": [f"{s.category}{' (style)' if s.style_control else ''}" for s in self.written],
+                "unchanged": self.unchanged, "failed": [f"{c}: {e}" for c, e in self.failed], "busy": self.busy,
+                "seconds": round(self.seconds, 3)}
+
+
+class _RefreshLock:
+    """Session advisory lock on PostgreSQL; a second concurrent refresh backs off instead of queueing."""
+
+    def __enter__(self) -> bool:
+        self.held = True
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [_REFRESH_LOCK])
+                self.held = bool(cursor.fetchone()[0])
+        return self.held
+
+    def __exit__(self, *exc) -> None:
+        if self.held and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_REFRESH_LOCK])
+
+
+def leaderboard_refresh(*, categories: list[str] | None = None, bootstrap_rounds: int | None = None,
+                        style_bootstrap_rounds: int | None = None, seed: int | None = None,
+                        style_control: bool | None = None, force: bool = False) -> RefreshReport:
+    """Rate every category (or the ones given) and write a snapshot for each that changed.
+
+    Categories with fewer than ``LEADERBOARD_MIN_CATEGORY_VOTES`` counted votes are left out unless
+    asked for by name; ``overall`` is always rated when there is any vote.
+    """
+    started = time.perf_counter()
+    config = LeaderboardSettings.load(bootstrap_rounds=bootstrap_rounds, style_bootstrap_rounds=style_bootstrap_rounds,
+                                      seed=seed, style_control=style_control)
+    for category in categories or []:
+        if not cats.is_valid_category(category):
+            raise ValueError(f"unknown category {category!r}: use overall, multi-turn, long-prompts, coding or "
+                             "lang-<code> (e.g. lang-en)")
+    report = RefreshReport()
+    with _RefreshLock() as held:
+        if not held:
+            report.busy = True
+            return report
+        vote_records_fill()
+        elo_catch_up()
+        cells = vote_cells(config=config)
+        per_category = cells.votes_per_category()
+        if categories is None:
+            wanted = [cats.OVERALL] if per_category.get(cats.OVERALL) else []
+            wanted += [c for c, n in per_category.items() if c != cats.OVERALL and n >= config.min_category_votes]
+        else:
+            wanted = list(dict.fromkeys(categories))
+        contenders = dict(ArenaModel.objects.values_list("display_name", "id"))
+        speeds = speed_medians(contender_ids=contenders.values(), since=speed_window_start()) if wanted else {}
+        style = style_rows(config=config) if config.style_control and wanted else None
+        for category in wanted:
+            _refresh_plain(category=category, cells=cells, config=config, contenders=contenders, speeds=speeds,
+                           force=force, report=report)
+            if style is not None:
+                _refresh_style(category=category, style=style, cells=cells, config=config, contenders=contenders,
+                               speeds=speeds, force=force, report=report)
+    report.seconds = time.perf_counter() - started
+    log.info("leaderboard refresh: %s", report.summary())
+    return report
+
+
+def _engine_params(config: LeaderboardSettings) -> dict:
+    return {"ties": config.ties, "bothbad": config.bothbad, "min_votes": config.min_votes, "k_factor": config.elo_k,
+            "scale": config.scale, "base": config.base, "initial": config.initial}
+
+
+def _digest(category: str, style_control: bool, params: dict, parts: list[bytes]) -> str:
+    digest = hashlib.sha256(json.dumps([category, style_control, params], sort_keys=True, default=str).encode())
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _unchanged(category: str, style_control: bool, digest: str, force: bool) -> bool:
+    if force:
+        return False
+    latest = snapshot_latest(category=category, style_control=style_control)
+    return latest is not None and latest.input_digest == digest
+
+
+def _json_matrix(matrix: np.ndarray, digits: int | None = None) -> list[list]:
+    out = []
+    for row in np.asarray(matrix).tolist():
+        out.append([None if isinstance(v, float) and math.isnan(v) else (round(v, digits) if digits else v)
+                    for v in row])
+    return out
+
+
+def _refresh_plain(*, category: str, cells: VoteCells, config: LeaderboardSettings, contenders: dict[str, int],
+                   speeds: dict, force: bool, report: RefreshReport) -> None:
+    outcomes = cells.outcomes(category)
+    if outcomes.rows == 0:
+        return
+    params_for_digest = {**_engine_params(config), "bootstrap_rounds": config.bootstrap_rounds,
+                         "seed": config.seed, "filters": config.filters()}
+    digest = _digest(category, False, params_for_digest, cells.digest_parts(category))
+    if _unchanged(category, False, digest, force):
+        report.unchanged.append(category)
+        return
+    started = time.perf_counter()
+    try:
+        result = rate(outcomes, ties=config.ties, bothbad=config.bothbad, bootstrap_rounds=config.bootstrap_rounds,
+                      seed=config.seed, min_votes=config.min_votes, k_factor=config.elo_k, scale=config.scale,
+                      base=config.base, initial=config.initial)
+        solver = result.to_json_dict()["params"]["solver"]
+        elo = dict(EloRating.objects.filter(category=category).values_list("model_name", "rating"))
+        rows = [SnapshotRow(position=k, model_name=row.model, contender_id=contenders.get(row.model),
+                            rating=row.rating, ci_lower=row.ci_lower, ci_upper=row.ci_upper, rank_ub=row.rank_ub,
+                            votes=row.votes, win_rate=row.win_rate, predicted_win_rate=row.predicted_win_rate,
+                            elo=elo.get(row.model), provisional=row.provisional,
+                            **_speed_fields(speeds, contenders.get(row.model)))
+                for k, row in enumerate(result.models, 1)]
+        snapshot = _write_snapshot(
+            category=category, style_control=False, rows=rows, battles=result.battles, votes_read=result.rows,
+            params={**result.params, "filters": config.filters(), "filter_counts": cells.stats},
+            solver=solver, style={}, digest=digest, seconds=time.perf_counter() - started,
+            matrices={"names": list(result.names), "battle_counts": _json_matrix(result.battle_counts),
+                      "win_fraction": _json_matrix(result.win_fraction, 6),
+                      "predicted_win": _json_matrix(result.predicted_win, 6)},
+        )
+    except (ValueError, ArithmeticError, ConvergenceError, DegenerateDataError, DatabaseError) as error:
+        _record_failure(category=category, style_control=False, error=error, report=report)
+        return
+    report.written.append(snapshot)
+
+
+def _refresh_style(*, category: str, style: StyleRows, cells: VoteCells, config: LeaderboardSettings,
+                   contenders: dict[str, int], speeds: dict, force: bool, report: RefreshReport) -> None:
+    model_a, model_b, winner, counts_a, counts_b = style.select(category)
+    if not model_a:
+        return
+    keep = style.cells.mask(category)
+    params_for_digest = {**_engine_params(config), "bootstrap_rounds": config.style_bootstrap_rounds,
+                         "seed": config.seed, "filters": config.filters()}
+    parts = [repr(style.cells.names).encode()] + [np.ascontiguousarray(x).tobytes() for x in (
+        style.cells.a[keep], style.cells.b[keep], style.cells.winner[keep], counts_a, counts_b)]
+    digest = _digest(category, True, params_for_digest, parts)
+    if _unchanged(category, True, digest, force):
+        report.unchanged.append(f"{category} (style)")
+        return
+    started = time.perf_counter()
+    try:
+        fit = fit_style_control(model_a, model_b, winner, counts_a, counts_b, ties=config.ties, bothbad=config.bothbad,
+                                scale=config.scale, base=config.base, initial=config.initial,
+                                bootstrap_rounds=config.style_bootstrap_rounds, seed=config.seed)
+        snapshot = _write_style_snapshot(category=category, fit=fit, style=style, keep=keep, cells=cells, config=config,
+                                         contenders=contenders, speeds=speeds, digest=digest, started=started)
+    except (ValueError, ArithmeticError, ConvergenceError, DegenerateDataError, DatabaseError) as error:
+        _record_failure(category=category, style_control=True, error=error, report=report)
+        return
+    report.written.append(snapshot)
+
+
+def _write_style_snapshot(*, category, fit, style: StyleRows, keep, cells: VoteCells, config, contenders, speeds,
+                          digest, started) -> RatingSnapshot:
+    policy = TiePolicy(config.ties, config.bothbad)
+    outcomes = outcomes_from_arrays(style.cells.names, style.cells.a[keep], style.cells.b[keep],
+                                    style.cells.winner[keep], style.cells.count[keep])
+    pairs = outcomes.scored(policy)
+    position = {name: k for k, name in enumerate(pairs.names)}
+    names = list(fit.names)
+    ratings = np.array([fit.ratings[n] for n in names])
+    lower = upper = None
+    if fit.ci_lower is not None:
+        lower = np.array([fit.ci_lower[n] for n in names])
+        upper = np.array([fit.ci_upper[n] for n in names])
+    rank = rank_upper_bound(ratings if lower is None else lower, ratings if upper is None else upper)
+    index = np.array([position[n] for n in names])
+    votes = pairs.votes()[index]
+    scores = pairs.scores()[index]
+    provisional = provisional_flags(votes, config.min_votes)
+    theta = (ratings - config.initial) / _rating_scale(config).points_per_unit
+    predicted = predicted_win_matrix(theta)
+    order = sorted(range(len(names)), key=lambda k: (-ratings[k], names[k]))
+    o = np.array(order, dtype=np.int64)
+    elo = dict(EloRating.objects.filter(category=category).values_list("model_name", "rating"))
+    n_models = len(names)
+    predicted_avg = (predicted.sum(axis=1) - 0.5) / (n_models - 1) if n_models > 1 else np.full(n_models, 0.5)
+    rows = [SnapshotRow(
+        position=p, model_name=names[k], contender_id=contenders.get(names[k]), rating=float(ratings[k]),
+        ci_lower=None if lower is None else float(lower[k]), ci_upper=None if upper is None else float(upper[k]),
+        rank_ub=int(rank[k]), votes=int(votes[k]), win_rate=float(scores[k] / votes[k]) if votes[k] else None,
+        predicted_win_rate=float(predicted_avg[k]), elo=elo.get(names[k]), provisional=bool(provisional[k]),
+        **_speed_fields(speeds, contenders.get(names[k])),
+    ) for p, k in enumerate(order, 1)]
+    ordered_index = index[o]
+    style_info = {
+        "features": list(fit.params.get("features", [])), "coefficients": fit.coefficients,
+        "coefficient_points": fit.coefficient_points,
+        "coefficient_ci": {k: list(v) for k, v in (fit.coefficient_ci or {}).items()},
+        "feature_mean": fit.feature_mean, "feature_std": fit.feature_std,
+        "constant_features": list(fit.constant_features), "uncontrolled": fit.uncontrolled,
+        "battles_without_style": style.without_style,
+    }
+    return _write_snapshot(
+        category=category, style_control=True, rows=rows, battles=fit.battles, votes_read=int(outcomes.rows),
+        params={**fit.params, "min_votes": config.min_votes, "k_factor": config.elo_k, "filters": config.filters(),
+                "filter_counts": {**cells.stats, "without_style": style.without_style}},
+        solver=fit.solver, style=style_info, digest=digest, seconds=time.perf_counter() - started,
+        matrices={"names": [names[k] for k in order],
+                  "battle_counts": _json_matrix(battle_count_matrix(pairs)[np.ix_(ordered_index, ordered_index)]),
+                  "win_fraction": _json_matrix(win_fraction_matrix(pairs)[np.ix_(ordered_index, ordered_index)], 6),
+                  "predicted_win": _json_matrix(predicted[np.ix_(o, o)], 6)},
+    )
+
+
+def _speed_fields(speeds: dict, contender_id: int | None) -> dict:
+    ttft, tpot = speeds.get(contender_id, (None, None))
+    return {"median_ttft_ms": ttft, "median_tpot_ms": tpot}
+
+
+def _write_snapshot(*, category: str, style_control: bool, rows: list[SnapshotRow], battles: int, votes_read: int,
+                    params: dict, solver: dict, style: dict, digest: str, seconds: float,
+                    matrices: dict) -> RatingSnapshot:
+    """The snapshot and all its rows, or nothing at all."""
+    with transaction.atomic():
+        snapshot = RatingSnapshot.objects.create(
+            category=category, style_control=style_control, status=SnapshotStatus.READY, battles=battles,
+            votes_read=votes_read, params=_jsonable(params), solver=_jsonable(solver), matrices=matrices,
+            style=_jsonable(style), input_digest=digest, seconds=round(seconds, 4),
+        )
+        for row in rows:
+            row.snapshot = snapshot
+        SnapshotRow.objects.bulk_create(rows)
+    return snapshot
+
+
+def _record_failure(*, category: str, style_control: bool, error: Exception, report: RefreshReport) -> None:
+    log.exception("leaderboard refresh of %s (style control %s) failed", category, style_control)
+    report.failed.append((category + (" (style)" if style_control else ""), str(error)))
+    try:
+        RatingSnapshot.objects.create(category=category, style_control=style_control, status=SnapshotStatus.FAILED,
+                                      error=f"{type(error).__name__}: {error}"[:5000])
+    except DatabaseError:
+        log.exception("could not record the failed refresh of %s", category)
+
+
+def _jsonable(value):
+    # Engine dictionaries carry numpy scalars and NaN; JSON columns take neither.
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Debounced refresh
+
+PENDING_KEY = "leaderboard:refresh:pending"
+_pending_lock = threading.Lock()
+_pending_until = 0.0
+_redis_clients: dict[str, object] = {}
+
+
+def _redis(url: str):
+    import redis
+
+    client = _redis_clients.get(url)
+    if client is None:
+        client = _redis_clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return client
+
+
+def _claim_pending(delay: float) -> bool:
+    """True for the first caller in a debounce window: the one that must enqueue the refresh."""
+    global _pending_until
+    # The mark expires just as the refresh starts, so a vote cast while it runs schedules the next one.
+    if getattr(settings, "REDIS_URL", None):
+        return bool(_redis(settings.REDIS_URL).set(PENDING_KEY, "1", nx=True, px=max(int(delay * 1000), 1)))
+    with _pending_lock:
+        now = time.monotonic()
+        if now < _pending_until:
+            return False
+        _pending_until = now + delay
+        return True
+
+
+def _run_refresh_in_process(categories: list[str] | None = None) -> None:
+    from django.db import close_old_connections
+
+    try:
+        leaderboard_refresh(categories=categories)
+    except Exception:
+        log.exception("in-process leaderboard refresh failed")
+    finally:
+        close_old_connections()
+
+
+def schedule_refresh(*, countdown: float | None = None) -> bool:
+    """Enqueue a leaderboard refresh ``countdown`` seconds from now unless one is already pending.
+
+    Returns True when this call enqueued it. Never raises: a vote must not fail because the
+    broker or Redis is down (the periodic refresh catches up).
+    """
+    delay = float(getattr(settings, "LEADERBOARD_REFRESH_DEBOUNCE_SECONDS", 30.0) if countdown is None else countdown)
+    try:
+        if not _claim_pending(delay):
+            return False
+        if getattr(settings, "GENERATION_IN_PROCESS", False):
+            timer = threading.Timer(delay, _run_refresh_in_process)
+            timer.daemon = True
+            timer.start()
+        else:
+            from leaderboard.tasks import refresh
+
+            refresh.apply_async(countdown=delay)
+        return True
+    except Exception:
+        log.exception("could not schedule a leaderboard refresh")
+        return False
+
+
+def refresh_enqueue_now(*, categories: list[str] | None = None) -> None:
+    """Start a refresh at once (admin button), whatever the debounce says."""
+    if getattr(settings, "GENERATION_IN_PROCESS", False):
+        threading.Thread(target=_run_refresh_in_process, kwargs={"categories": categories}, daemon=True,
+                         name="leaderboard-refresh").start()
+        return
+    from leaderboard.tasks import refresh
+
+    refresh.apply_async(kwargs={"categories": categories})
+
+
+# --------------------------------------------------------------------------------------------------
+# Export
+
+
+def judge_hash(rater_id: int) -> str:
+    """A stable pseudonym for a rater: keyed with SECRET_KEY, so ids cannot be guessed back."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"arena-judge:{rater_id}".encode(), hashlib.sha256).hexdigest()
+    return f"arena_user_{digest[:16]}"
+
+
+def _language_name(code: str) -> str:
+    return cats.LANGUAGE_NAMES.get(code, code) if code else "unknown"
+
+
+def _conversation(turns: list[Turn], side: str) -> list[dict]:
+    messages = []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn.prompt})
+        answer = next((g for g in turn.generations.all() if g.side == side), None)
+        messages.append({"role": "assistant", "content": answer.text if answer else ""})
+    return messages
+
+
+def battles_export(*, out: TextIO, conversations: bool = False, include_imported: bool = True) -> int:
+    """Write votes as a FastChat ``clean_battle`` JSON list; returns the number of battles written.
+
+    Arena votes on battles flagged for an identity leak or with a failed answer are left out (a
+    clean export); non-anonymous votes are kept with ``anony: false``. Raters appear only as
+    ``judge`` pseudonyms.
+    """
+    vote_records_fill()
+    votes = (Vote.objects.filter(battle__identity_leak=False, battle__status=BattleStatus.VOTED)
+             .exclude(battle__turns__generations__status=GenerationStatus.FAILED)
+             .select_related("battle__model_a", "battle__model_b", "leaderboard_record")
+             .order_by("created_at", "id"))
+    if conversations:
+        votes = votes.prefetch_related("battle__turns__generations")
+    written = 0
+    out.write("[")
+    for vote in votes.iterator(chunk_size=2000):
+        battle = vote.battle
+        tags = getattr(vote, "leaderboard_record", None)
+        row = {
+            "question_id": battle.public_id.hex, "model_a": battle.model_a.display_name,
+            "model_b": battle.model_b.display_name, "winner": vote.winner, "judge": judge_hash(vote.rater_id),
+            "turn": tags.turns if tags else 1, "anony": battle.anonymous,
+            "language": _language_name(tags.language if tags else ""), "tstamp": vote.created_at.timestamp(),
+        }
+        if conversations:
+            turns = sorted(battle.turns.all(), key=lambda t: t.index)
+            row["conversation_a"] = _conversation(turns, "a")
+            row["conversation_b"] = _conversation(turns, "b")
+        out.write(("\n" if written == 0 else ",\n") + json.dumps(row, ensure_ascii=False))
+        written += 1
+    if include_imported:
+        for battle in ImportedBattle.objects.order_by("tstamp", "id").iterator(chunk_size=5000):
+            row = {"model_a": battle.model_a, "model_b": battle.model_b, "winner": battle.winner,
+                   "judge": battle.judge, "turn": battle.turns, "anony": battle.anony,
+                   "language": _language_name(battle.language),
+                   "tstamp": battle.tstamp.timestamp() if battle.tstamp else None}
+            if battle.question_id:
+                row = {"question_id": battle.question_id, **row}
+            if conversations and battle.conversation_a is not None:
+                row["conversation_a"] = battle.conversation_a
+                row["conversation_b"] = battle.conversation_b
+            out.write(("\n" if written == 0 else ",\n") + json.dumps(row, ensure_ascii=False))
+            written += 1
+    out.write("\n]\n" if written else "]\n")
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# Import
+
+
+class BattleImportError(Exception):
+    """The file has bad rows: nothing was imported. ``errors`` hold each with its line number."""
+
+    def __init__(self, errors: list[BattleFileError], *, truncated: bool = False):
+        self.errors = errors
+        self.truncated = truncated
+        more = " (and more; stopped counting)" if truncated else ""
+        super().__init__(f"{len(errors)} bad row(s){more}, nothing imported:\n" + "\n".join(str(e) for e in errors))
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0  # battles read from the file
+    added: int = 0  # new imported battles
+    already_imported: int = 0  # rows whose key was already stored (re-import)
+    arena_battles: int = 0  # rows that are this arena's own battles (by question_id), skipped
+    elo_replayed: int = 0
+    seconds: float = 0.0
+
+
+Progress = Callable[[str, int], None]
+_PROGRESS_EVERY = 10_000
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    import gzip
+
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise BattleFileError(path, number, f"not UTF-8 text: {error.reason}") from None
+            yield number, (line.removeprefix("\ufeff") if number == 1 else line)
+
+
+def _objects_jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    for number, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            yield number, BattleFileError(path, number, f"invalid JSON: {error.msg} (column {error.colno})")
+
+
+def _objects_fastchat(path: Path) -> Iterator[tuple[int, object]]:
+    text = "".join(line for _, line in _text_lines(path))
+    decoder = json.JSONDecoder()
+
+    def skip(position: int) -> int:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        return position
+
+    def line_of(position: int) -> int:
+        return text.count("\n", 0, position) + 1
+
+    position = skip(0)
+    if position >= len(text) or text[position] != "[":
+        raise BattleFileError(path, line_of(position), "expected a JSON list of battles starting with '['")
+    position = skip(position + 1)
+    line, counted_to = 1, 0
+    if position < len(text) and text[position] == "]":
+        return
+    while True:
+        line += text.count("\n", counted_to, position)
+        counted_to = position
+        try:
+            obj, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            # The rest of a broken list cannot be trusted: stop here.
+            raise BattleFileError(path, error.lineno, f"invalid JSON: {error.msg} (column {error.colno})") from None
+        yield line, obj
+        position = skip(end)
+        if position < len(text) and text[position] == ",":
+            position = skip(position + 1)
+        elif position < len(text) and text[position] == "]":
+            if skip(position + 1) != len(text):
+                raise BattleFileError(path, line_of(skip(position + 1)), "unexpected content after the list")
+            return
+        else:
+            raise BattleFileError(path, line_of(position), "expected ',' or ']' after a battle")
+
+
+def _objects_csv(path: Path) -> Iterator[tuple[int, object]]:
+    numbered = _text_lines(path)
+    current = {"line": 0}
+
+    def lines():
+        for number, line in numbered:
+            current["line"] = number
+            yield line
+
+    reader = csv.reader(lines())
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        raise BattleFileError(path, 1, "empty file: expected a header with model_a, model_b, winner") from None
+    missing = [name for name in ("model_a", "model_b", "winner") if name not in header]
+    if missing:
+        raise BattleFileError(path, 1, f"header lacks column(s) {', '.join(missing)}; found {', '.join(header)}")
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                yield current["line"], BattleFileError(path, current["line"],
+                                                       f"expected {len(header)} columns, found {len(row)}")
+                continue
+            yield current["line"], {name: value for name, value in zip(header, row) if name}
+    except csv.Error as error:
+        raise BattleFileError(path, current["line"], f"unreadable CSV: {error}") from None
+
+
+def _read_objects(path: Path, format: str) -> Iterator[tuple[int, object]]:
+    if format == "auto":
+        format = detect_format(path)
+    reader = {"fastchat": _objects_fastchat, "jsonl": _objects_jsonl, "csv": _objects_csv}[format]
+    return reader(path)
+
+
+def _parse_tstamp(value, path, line) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise BattleFileError(path, line, f"tstamp must be a Unix time or an ISO 8601 date; got {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            try:
+                moment = datetime.fromisoformat(str(value))
+            except ValueError:
+                raise BattleFileError(path, line, f"tstamp must be a Unix time or an ISO 8601 date; got {value!r}") \
+                    from None
+            return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+    if not math.isfinite(number) or not 0 <= number < 1e11:
+        raise BattleFileError(path, line, f"tstamp out of range: {value!r}")
+    return datetime.fromtimestamp(number, tz=dt_timezone.utc)
+
+
+def _parse_bool(value, name, path, line, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise BattleFileError(path, line, f"{name!r} must be true or false; got {value!r}")
+
+
+def _parse_conversation(value, name, path, line) -> list[dict] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BattleFileError(path, line, f"{name} must be a list of messages") from None
+    if not isinstance(value, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in value):
+        raise BattleFileError(path, line, f"{name} must be a list of {{\"role\", \"content\"}} messages")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _imported_battle(path: Path, line: int, obj) -> ImportedBattle:
+    """One file row as an unsaved ImportedBattle; BattleFileError (with the line) when it is bad."""
+    if isinstance(obj, BattleFileError):
+        raise obj
+    if not isinstance(obj, dict):
+        raise BattleFileError(path, line, f"expected a JSON object, got {type(obj).__name__}")
+    missing = [key for key in ("model_a", "model_b", "winner") if key not in obj]
+    if missing:
+        raise BattleFileError(path, line, f"missing {', '.join(missing)}")
+    model_a, model_b, winner = obj["model_a"], obj["model_b"], obj["winner"]
+    try:
+        check_vote(model_a, model_b, winner)
+    except ValueError as error:
+        raise BattleFileError(path, line, str(error)) from None
+    if len(model_a) > 200 or len(model_b) > 200:
+        raise BattleFileError(path, line, "model names are limited to 200 characters")
+    question_id = obj.get("question_id") or ""
+    if not isinstance(question_id, (str, int)) or len(str(question_id)) > 100:
+        raise BattleFileError(path, line, "question_id must be a string of at most 100 characters")
+    question_id = str(question_id)
+    conversation_a = _parse_conversation(obj.get("conversation_a"), "conversation_a", path, line)
+    conversation_b = _parse_conversation(obj.get("conversation_b"), "conversation_b", path, line)
+    turn = obj.get("turn")
+    if turn not in (None, ""):
+        try:
+            turn = int(turn)
+            if turn < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise BattleFileError(path, line, f"turn must be a whole number >= 1; got {obj.get('turn')!r}") from None
+    language = obj.get("language") or ""
+    if not isinstance(language, str):
+        raise BattleFileError(path, line, f"language must be a string; got {language!r}")
+    judge = obj.get("judge")
+    prompts = [m["content"] for m in conversation_a or [] if m["role"] == "user"]
+    tags = cats.tag_prompts(prompts, language=language) if prompts else None
+    has_style = conversation_a is not None and conversation_b is not None
+    content = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    key_source = f"qid:{question_id}" if question_id else f"row:{content}\nline:{line}"
+    return ImportedBattle(
+        import_key=hashlib.sha256(key_source.encode("utf-8")).hexdigest(), source=str(path.name)[:255], line=line,
+        question_id=question_id, model_a=model_a, model_b=model_b, winner=winner,
+        tstamp=_parse_tstamp(obj.get("tstamp"), path, line),
+        anony=_parse_bool(obj.get("anony"), "anony", path, line, default=True),
+        judge="" if judge is None else str(judge)[:200],
+        language=tags.language if tags else cats.language_code(language),
+        is_coding=tags.is_coding if tags else False, prompt_chars=tags.prompt_chars if tags else None,
+        turns=turn or (tags.turns if tags else 1), prompt_hash=tags.prompt_hash if tags else "",
+        style_a=_style_of([m["content"] for m in conversation_a if m["role"] == "assistant"]) if has_style else None,
+        style_b=_style_of([m["content"] for m in conversation_b if m["role"] == "assistant"]) if has_style else None,
+        conversation_a=conversation_a, conversation_b=conversation_b,
+    )
+
+
+def battles_import(*, path: str | Path, format: str = "auto", progress: Progress | None = None,
+                   max_errors: int = 20, batch_size: int = 2000) -> ImportReport:
+    """Import battles from a FastChat JSON list, JSON Lines or CSV file: all of them or none.
+
+    A first pass checks every row and collects up to ``max_errors`` bad ones (BattleImportError, with
+    line numbers; nothing written). A second pass inserts inside one transaction, skipping rows
+    already imported (same key) and this arena's own exported battles (same question_id). Online
+    Elo is then replayed so imported votes count in it too.
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if not path.is_file():
+        raise BattleFileError(path, None, "no such file")
+    report = ImportReport()
+    errors: list[BattleFileError] = []
+    truncated = False
+    for line, obj in _read_objects(path, format):
+        try:
+            _imported_battle(path, line, obj)
+        except BattleFileError as error:
+            errors.append(error)
+            if len(errors) >= max_errors:
+                truncated = True
+                break
+            continue
+        report.rows += 1
+        if progress and report.rows % _PROGRESS_EVERY == 0:
+            progress("checked", report.rows)
+    if errors:
+        raise BattleImportError(errors, truncated=truncated)
+    if progress:
+        progress("checked", report.rows)
+
+    before = ImportedBattle.objects.count()
+    written = 0
+    with transaction.atomic():
+        batch: list[ImportedBattle] = []
+        for line, obj in _read_objects(path, format):
+            batch.append(_imported_battle(path, line, obj))
+            if len(batch) >= batch_size:
+                report.arena_battles += _insert_batch(batch)
+                if progress and (written + len(batch)) // _PROGRESS_EVERY > written // _PROGRESS_EVERY:
+                    progress("written", written + len(batch))
+                written += len(batch)
+                batch = []
+        if batch:
+            report.arena_battles += _insert_batch(batch)
+            written += len(batch)
+    if progress:
+        progress("written", written)
+    report.added = ImportedBattle.objects.count() - before
+    report.already_imported = report.rows - report.added - report.arena_battles
+    if report.added:
+        report.elo_replayed = elo_rebuild()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _insert_batch(batch: list[ImportedBattle]) -> int:
+    """Insert new rows; returns how many were skipped as this arena's own battles."""
+    ids = [b.question_id for b in batch if len(b.question_id) == 32]
+    own = set()
+    if ids:
+        import uuid
+
+        candidates = []
+        for value in ids:
+            try:
+                candidates.append(uuid.UUID(hex=value))
+            except ValueError:
+                continue
+        own = {u.hex for u in Battle.objects.filter(public_id__in=candidates).values_list("public_id", flat=True)}
+    fresh = [b for b in batch if b.question_id not in own]
+    ImportedBattle.objects.bulk_create(fresh, ignore_conflicts=True)
+    return len(batch) - len(fresh)
+
+
+def export_to_path(*, path: str | Path, conversations: bool = False, include_imported: bool = True) -> int:
+    """``battles_export`` into a file, written whole or not at all (a temporary file renamed)."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".partial")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        written = battles_export(out=handle, conversations=conversations, include_imported=include_imported)
+    temporary.replace(path)
+    return written
+
