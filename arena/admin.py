@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from arena.models import ArenaModel, BackendKind, BackendServer, DecodingPreset
+from arena.models import ArenaModel, BackendKind, BackendServer, Battle, DecodingPreset
 from arena.services.registry import contender_test_connection, redact, server_discover_models, server_health_check
 from workers.backends import BackendError, get_adapter
 
@@ -195,3 +195,20 @@ class ArenaModelAdmin(admin.ModelAdmin):
     @admin.action(description="Disable selected contenders")
     def disable(self, request, queryset):
         self.message_user(request, f"Disabled {queryset.update(enabled=False)} contender(s).")
+
+
+@admin.register(Battle)
+class BattleAdmin(admin.ModelAdmin):
+    """Battles for review: an identity leak (an answer named a contender) is flagged, never shown to raters."""
+
+    list_display = ["public_id", "rater", "model_a", "model_b", "anonymous", "status", "identity_leak", "created_at"]
+    list_filter = ["identity_leak", "anonymous", "status"]
+    search_fields = ["public_id", "rater__username", "model_a__display_name", "model_b__display_name"]
+    list_select_related = ["rater", "model_a", "model_b"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["public_id", "rater", "model_a", "model_b", "anonymous", "status", "created_at",
+                       "revealed_at"]
+    fields = readonly_fields[:6] + ["identity_leak"] + readonly_fields[6:]
+
+    def has_add_permission(self, request):
+        return False  # battles are started by raters, not typed in

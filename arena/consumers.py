@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import uuid
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from arena import roles
+from arena import metrics, roles
+from arena.asyncdb import db_async
 from arena.models import ArenaModel
-from arena.selectors import battle_for_rater, battle_state
+from arena.selectors import battle_for_rater, battle_state, current_generation_ids
 from arena.services.battles import (
-    BattleError, battle_group, battle_reveal, battle_start, prompt_check, turn_submit,
-    vote_cast,
+    BattleError, battle_group, battle_reveal, battle_start, battle_start_named, prompt_check, turn_regenerate,
+    turn_stop, turn_submit, vote_cast,
 )
 from workers.dispatch import enqueue
 from workers.tasks import stream_contender
@@ -24,30 +24,45 @@ MAX_FRAME_CHARS = 64_000
 
 
 class BattleConsumer(AsyncJsonWebsocketConsumer):
-    """The rater's battle: prompts in, ordered deltas out, vote, reveal."""
+    """The rater's battle: prompts in, ordered deltas out, vote, reveal.
 
+    With ``named=True`` (routed as ``BattleConsumer.as_asgi(named=True)``) it serves the side-by-side
+    named mode for viewers and admins instead: the user picks both contenders, the battle is stored
+    as not anonymous, and everything else is the same flow.
+    """
+
+    named = False
     battle = None
     group = None
 
+    def __init__(self, *args, named: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.named = named
+
     async def connect(self):
         user = self.scope.get("user")
-        if not user or not user.is_authenticated or not await database_sync_to_async(self._may_rate)(user):
+        if not user or not user.is_authenticated or not await db_async(self._may_use)(user):
             await self.close(code=4403)
             return
         self.user = user
         self.seen_seq = {"a": 0, "b": 0}
+        # Only these generations' events reach the client: a replaced answer's late deltas are dropped.
+        self.following = {"a": None, "b": None}
         await self.accept()
+        metrics.record_websocket_open(self)
 
-    @staticmethod
-    def _may_rate(user) -> bool:
-        return bool(roles.user_roles(user) & {roles.RATER, roles.ADMIN})
+    def _may_use(self, user) -> bool:
+        allowed = {roles.VIEWER, roles.ADMIN} if self.named else {roles.RATER, roles.ADMIN}
+        return bool(roles.user_roles(user) & allowed)
 
     async def disconnect(self, code):
+        metrics.record_websocket_closed(self)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        if text_data is None or len(text_data) > MAX_FRAME_CHARS:
+        # Empty as well as binary: the base class raises on an empty text frame (a browser's ws.send("")).
+        if not text_data or len(text_data) > MAX_FRAME_CHARS:
             await self.send_json({"type": "error", "message": "Frames must be JSON text under 64 KB."})
             return
         await super().receive(text_data=text_data, **kwargs)
@@ -63,8 +78,10 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         kind = content.get("type") if isinstance(content, dict) else None
+        if not isinstance(kind, str):
+            kind = None  # a list or an object as "type" would not even be a valid lookup key
         handler = {"new": self.on_new, "resume": self.on_resume, "prompt": self.on_prompt,
-                   "vote": self.on_vote}.get(kind)
+                   "vote": self.on_vote, "stop": self.on_stop, "regenerate": self.on_regenerate}.get(kind)
         if handler is None:
             await self.send_json({"type": "error", "message": "Unknown or malformed frame."})
             return
@@ -81,8 +98,12 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         # Join before reading state: deltas after the snapshot arrive live, older ones are dropped.
         await self.channel_layer.group_add(self.group, self.channel_name)
 
+    async def _refresh_following(self) -> None:
+        self.following = await db_async(current_generation_ids)(battle=self.battle)
+
     async def _send_state(self) -> None:
-        state = await database_sync_to_async(battle_state)(battle=self.battle)
+        await self._refresh_following()
+        state = await db_async(battle_state)(battle=self.battle)
         self.seen_seq = {"a": 0, "b": 0}
         if state["turns"]:
             last = state["turns"][-1]
@@ -92,7 +113,11 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "state", **state})
 
     async def on_new(self, content):
-        battle = await database_sync_to_async(battle_start)(rater=self.user)
+        if self.named:
+            battle = await db_async(battle_start_named)(
+                rater=self.user, model_a_id=content.get("model_a"), model_b_id=content.get("model_b"))
+        else:
+            battle = await db_async(battle_start)(rater=self.user)
         await self._follow(battle)
         await self._send_state()
 
@@ -101,7 +126,8 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
             public_id = uuid.UUID(str(content.get("battle")))
         except ValueError:
             raise BattleError("No such battle.", code="not_found") from None
-        battle = await database_sync_to_async(battle_for_rater)(public_id=public_id, rater=self.user)
+        battle = await db_async(battle_for_rater)(public_id=public_id, rater=self.user,
+                                                                anonymous=not self.named)
         if battle is None:
             raise BattleError("No such battle.", code="not_found")
         await self._follow(battle)
@@ -110,23 +136,58 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
     async def on_prompt(self, content):
         prompt_check(content.get("text"))  # a bad prompt starts no battle
         if self.battle is None:
+            if self.named:
+                raise BattleError("Pick two models first.", code="pick_models")
             await self.on_new(content)
-        turn = await database_sync_to_async(turn_submit)(battle=self.battle, rater=self.user,
+        turn = await db_async(turn_submit)(battle=self.battle, rater=self.user,
                                                          prompt=content.get("text"))
+        await self._refresh_following()
         self.seen_seq = {"a": 0, "b": 0}
         await self.send_json({"type": "turn", "index": turn.index, "prompt": turn.prompt})
+
+    async def on_stop(self, content):
+        stopped = 0
+        if self.battle is not None:
+            stopped = await db_async(turn_stop)(battle=self.battle, rater=self.user)
+        if not stopped:
+            # A late stop (both answers already in, or nothing sent yet) is harmless: nothing changes.
+            await self.send_json({"type": "notice", "message": "Nothing to stop."})
+
+    async def on_regenerate(self, content):
+        if self.battle is None:
+            raise BattleError("There is nothing to regenerate yet: send a prompt first.", code="no_turn")
+        await db_async(turn_regenerate)(battle=self.battle, rater=self.user)
+        # The "regenerated" frame comes from the battle group (see turn_regenerated), for every tab.
 
     async def on_vote(self, content):
         if self.battle is None:
             raise BattleError("There is no battle to vote on.", code="no_battle")
-        await database_sync_to_async(vote_cast)(battle=self.battle, rater=self.user, winner=content.get("winner"))
-        revealed = await database_sync_to_async(battle_reveal)(battle=self.battle, rater=self.user)
+        await db_async(vote_cast)(battle=self.battle, rater=self.user, winner=content.get("winner"))
+        revealed = await db_async(battle_reveal)(battle=self.battle, rater=self.user)
         await self.send_json({"type": "reveal", "winner": content.get("winner"), "sides": {
             r.side: {"name": r.display_name, "organisation": r.organisation, "preset": r.preset,
                      "ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms} for r in revealed}})
 
-    # Events from the workers, forwarded without anything that could identify a contender.
+    async def _is_followed(self, event) -> bool:
+        side, generation = event.get("side"), event.get("generation")
+        if side not in ("a", "b"):
+            return False
+        if generation is None or generation == self.following.get(side):
+            return True
+        # Perhaps a turn this connection has not heard of (sent from another tab): look again.
+        if self.battle is not None:
+            before = dict(self.following)
+            await self._refresh_following()
+            if self.following[side] == generation and before[side] != generation:
+                self.seen_seq[side] = 0
+                return True
+        return False
+
+    # Events from the workers, forwarded without anything that could identify a contender
+    # (the generation id is only used here, to pick the events of the answers being shown).
     async def generation_delta(self, event):
+        if not await self._is_followed(event):
+            return
         side = event["side"]
         if event["seq"] <= self.seen_seq.get(side, 0):
             return  # already part of the snapshot this client received
@@ -134,12 +195,28 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "delta", "side": side, "seq": event["seq"], "text": event["text"]})
 
     async def generation_done(self, event):
-        await self.send_json({"type": "done", "side": event["side"]})
+        if await self._is_followed(event):
+            await self.send_json({"type": "done", "side": event["side"]})
 
     async def generation_failed(self, event):
-        await self.send_json({"type": "failed", "side": event["side"], "message": event["message"]})
+        if await self._is_followed(event):
+            await self.send_json({"type": "failed", "side": event["side"], "message": event["message"]})
+
+    async def generation_stopped(self, event):
+        if await self._is_followed(event):
+            await self.send_json({"type": "stopped", "side": event["side"]})
+
+    async def turn_regenerated(self, event):
+        self.following = {side: event["generations"].get(side) for side in ("a", "b")}
+        self.seen_seq = {"a": 0, "b": 0}
+        await self.send_json({"type": "regenerated", "index": event["index"]})
 
     async def battle_ready(self, event):
+        complete = event.get("generations")
+        if complete is not None and complete != self.following:
+            await self._refresh_following()
+            if complete != self.following:
+                return  # those answers were replaced (regenerated) after they finished
         await self.send_json({"type": "ready"})
 
 
@@ -154,8 +231,10 @@ class ContenderPreviewConsumer(AsyncJsonWebsocketConsumer):
         self.group = f"preview.{uuid.uuid4().hex}"
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        metrics.record_websocket_open(self)
 
     async def disconnect(self, code):
+        metrics.record_websocket_closed(self)
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -174,7 +253,7 @@ class ContenderPreviewConsumer(AsyncJsonWebsocketConsumer):
         enqueue(stream_contender, contender_id, prompt, self.group, "a")
         await self.send_json({"type": "started"})
 
-    @database_sync_to_async
+    @db_async
     def _contender_exists(self, contender_id: int) -> bool:
         return ArenaModel.objects.filter(pk=contender_id).exists()
 

@@ -14,12 +14,51 @@ def contenders_offerable() -> QuerySet[ArenaModel]:
     )
 
 
-def battle_for_rater(*, public_id, rater):
-    """The rater's own battle, or None (someone else's battle looks exactly like a missing one)."""
+def contenders_nameable() -> QuerySet[ArenaModel]:
+    """Contenders a viewer may pick by name for a side-by-side battle: enabled, server up.
+
+    Unlike anonymous sampling, a zero sampling weight does not hide a contender here.
+    """
+    return (ArenaModel.objects.filter(enabled=True, server__health_status=HealthStatus.UP)
+            .select_related("server", "preset").order_by("display_name"))
+
+
+def contender_identity_names() -> list[str]:
+    """Every registered contender's display name, organisation and aliases (for leak checks)."""
+    from arena.identity import identity_names
+
+    names: list[str] = []
+    for display_name, organisation, aliases in ArenaModel.objects.values_list("display_name", "organisation",
+                                                                              "aliases"):
+        names.extend(identity_names(display_name=display_name, organisation=organisation,
+                                    aliases=aliases if isinstance(aliases, list) else ()))
+    return names
+
+
+def battle_for_rater(*, public_id, rater, anonymous: bool | None = None):
+    """The rater's own battle, or None (someone else's battle looks exactly like a missing one).
+
+    ``anonymous`` keeps the anonymous and the named page apart: each resumes only its own kind.
+    """
     from arena.models import Battle
 
-    return (Battle.objects.select_related("model_a__preset", "model_b__preset")
-            .filter(public_id=public_id, rater=rater).first())
+    battles = Battle.objects.select_related("model_a__preset", "model_b__preset").filter(public_id=public_id,
+                                                                                         rater=rater)
+    if anonymous is not None:
+        battles = battles.filter(anonymous=anonymous)
+    return battles.first()
+
+
+def current_generation_ids(*, battle) -> dict[str, int | None]:
+    """The ids of the last turn's generations by side: the only ones a client follows live."""
+    from arena.models import Generation
+
+    ids: dict[str, int | None] = {"a": None, "b": None}
+    last = (Generation.objects.filter(turn__battle=battle).order_by("-turn__index")
+            .values_list("turn__index", flat=True).first())
+    if last is not None:
+        ids.update(Generation.objects.filter(turn__battle=battle, turn__index=last).values_list("side", "pk"))
+    return ids
 
 
 def battle_state(*, battle) -> dict:
@@ -38,18 +77,25 @@ def battle_state(*, battle) -> dict:
     for generation in generations:
         turn = turns.setdefault(generation.turn.index, {"index": generation.turn.index,
                                                         "prompt": generation.turn.prompt})
-        if generation.status in (GenerationStatus.QUEUED, GenerationStatus.STREAMING):
+        # A stopped side whose worker has not stored its text yet still has it only in the partial.
+        stop_pending = generation.status == GenerationStatus.STOPPED and generation.finished_at is None
+        if generation.status in (GenerationStatus.QUEUED, GenerationStatus.STREAMING) or stop_pending:
             seq, text = partials.snapshot(partial_name(generation.pk))
         else:
             seq, text = None, generation.text
         turn[generation.side] = {"status": generation.status, "text": text, "seq": seq}
     all_done = bool(turns) and all(t[s]["status"] == GenerationStatus.DONE for t in turns.values() for s in "ab")
-    return {
+    state = {
         "battle": battle.public_id.hex,
         "status": battle.status,
+        "anonymous": battle.anonymous,
         "turns": list(turns.values()),
         "can_vote": battle.status == BattleStatus.ACTIVE and all_done,
     }
+    if not battle.anonymous:
+        # Named side-by-side mode: the user picked these two, so their names are no secret.
+        state["names"] = {"a": battle.model_a.display_name, "b": battle.model_b.display_name}
+    return state
 
 
 def battles_of_rater(*, rater, limit: int = 200):

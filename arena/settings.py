@@ -43,6 +43,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "arena.middleware.RequestMetricsMiddleware",  # first: counts every answer, refusals included
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -73,6 +74,15 @@ TEMPLATES = [
 
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    # A connection pool per process (psycopg_pool): consumers and worker threads hand their
+    # connection back after each call instead of opening a new one (5 ms each on loopback).
+    # Django refuses a pool together with persistent connections, so DB_CONN_MAX_AGE wins if set.
+    # Off unless sized: with a pool, a dead database makes callers wait DB_POOL_TIMEOUT_SECONDS.
+    DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0)
+    if DB_POOL_MAX_SIZE > 0 and not DATABASES["default"]["CONN_MAX_AGE"]:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+        }
 else:
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES = {
@@ -83,12 +93,20 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Threads per web process for the consumers' database calls (arena.asyncdb); 1 = Channels' single thread.
+DB_ASYNC_THREADS = env_int("DB_ASYNC_THREADS", 8)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                # The layer waits on Redis with a 5 s blocking pop: the socket timeout must outlast it,
+                # or an idle WebSocket's consumer dies with a read timeout.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": env_float("CHANNEL_LAYER_SOCKET_TIMEOUT", 30.0)}],
+                # Per process, not per socket: every WebSocket of one web process shares one queue.
+                "capacity": env_int("CHANNEL_LAYER_CAPACITY", 5000),
+            },
         }
     }
 else:
@@ -104,6 +122,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_HEALTH_SECONDS = env_float("HEALTH_CHECK_INTERVAL_SECONDS", 30.0)
 CELERY_BEAT_SCHEDULE = {
     "backend-health": {"task": "arena.check_backend_health", "schedule": CELERY_BEAT_SCHEDULE_HEALTH_SECONDS},
+    # Votes also schedule a debounced refresh; the periodic one catches anything that was missed.
+    "leaderboard-refresh": {"task": "leaderboard.refresh",
+                            "schedule": env_float("LEADERBOARD_REFRESH_INTERVAL_SECONDS", 900.0)},
 }
 GENERATION_IN_PROCESS = EMBEDDED or env_bool("GENERATION_IN_PROCESS", False)
 GENERATION_IN_PROCESS_THREADS = env_int("GENERATION_IN_PROCESS_THREADS", 16)
@@ -111,6 +132,11 @@ GENERATION_IN_PROCESS_THREADS = env_int("GENERATION_IN_PROCESS_THREADS", 16)
 # Backend health: a server is marked down after this many failed checks in a row.
 HEALTH_FAILURES_BEFORE_DOWN = env_int("HEALTH_FAILURES_BEFORE_DOWN", 2)
 OLLAMA_HOST = env_str("OLLAMA_HOST") or "http://127.0.0.1:11434"
+
+# Metrics (arena.metrics): /metrics is for staff users or this bearer token; no token, no token access.
+METRICS_TOKEN = env_str("METRICS_TOKEN") or ""
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)  # 0: a Celery worker serves no metrics endpoint
+WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR") or "0.0.0.0"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -149,3 +175,17 @@ ARENA_MAX_TURNS = env_int("ARENA_MAX_TURNS", 8)
 ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 500)
 ARENA_PROMPTS_PER_MINUTE = env_int("ARENA_PROMPTS_PER_MINUTE", 20)
 GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 2)
+
+# Leaderboard (see leaderboard.selectors.LeaderboardSettings for what each one changes)
+LEADERBOARD_BOOTSTRAP_ROUNDS = env_int("LEADERBOARD_BOOTSTRAP_ROUNDS", 1000)
+LEADERBOARD_STYLE_BOOTSTRAP_ROUNDS = env_int("LEADERBOARD_STYLE_BOOTSTRAP_ROUNDS", 100)
+LEADERBOARD_MIN_VOTES = env_int("LEADERBOARD_MIN_VOTES", 50)
+LEADERBOARD_MIN_CATEGORY_VOTES = env_int("LEADERBOARD_MIN_CATEGORY_VOTES", 20)
+LEADERBOARD_RATER_DAILY_CAP = env_int("LEADERBOARD_RATER_DAILY_CAP", 200)
+LEADERBOARD_DEDUPLICATE_PROMPTS = env_bool("LEADERBOARD_DEDUPLICATE_PROMPTS", False)
+LEADERBOARD_LONG_PROMPT_CHARS = env_int("LEADERBOARD_LONG_PROMPT_CHARS", 1000)
+LEADERBOARD_STYLE_CONTROL = env_bool("LEADERBOARD_STYLE_CONTROL", True)
+LEADERBOARD_TIES = env_str("LEADERBOARD_TIES") or "half"
+LEADERBOARD_BOTHBAD = env_str("LEADERBOARD_BOTHBAD") or "tie"
+LEADERBOARD_ELO_K = env_float("LEADERBOARD_ELO_K", 4.0)
+LEADERBOARD_REFRESH_DEBOUNCE_SECONDS = env_float("LEADERBOARD_REFRESH_DEBOUNCE_SECONDS", 30.0)

@@ -3,13 +3,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from arena.roles import ADMIN, RATER, user_roles
-from arena.selectors import battles_of_rater, contenders_offerable
+from arena.health import health_response
+from arena.roles import ADMIN, RATER, VIEWER, user_roles
+from arena.selectors import battles_of_rater, contenders_nameable, contenders_offerable
 
 
 @login_required
@@ -41,6 +41,16 @@ def battle_page(request: HttpRequest) -> HttpResponse:
     return render(request, "arena/battle.html", {"max_prompt_chars": settings.ARENA_MAX_PROMPT_CHARS})
 
 
+@login_required
+@require_GET
+def named_battle_page(request: HttpRequest) -> HttpResponse:
+    """Side-by-side with names (viewers and admins): pick two contenders, then the usual battle flow."""
+    if not user_roles(request.user) & {VIEWER, ADMIN}:
+        raise PermissionDenied("Only viewers and admins can compare named models.")
+    return render(request, "arena/battle.html", {"max_prompt_chars": settings.ARENA_MAX_PROMPT_CHARS,
+                                                 "named": True, "contenders": contenders_nameable()})
+
+
 @rater_required
 @require_GET
 def history_page(request: HttpRequest) -> HttpResponse:
@@ -48,8 +58,6 @@ def history_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness of the web process and its database (no contender or server detail)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok"})
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness of the web process, its database and (when configured) Redis; 503 with a plain reason."""
+    return health_response()

@@ -24,3 +24,17 @@ def refresh(categories: list[str] | None = None) -> dict:
     summary = report.summary()
     log.info("leaderboard.refresh: %s", summary)
     return summary
+
+
+@shared_task(name="leaderboard.record_vote", ignore_result=True, soft_time_limit=60, time_limit=90)
+def record_vote(vote_id: int) -> None:
+    """After a vote commits: move online Elo at once, and ask for a debounced snapshot refresh.
+
+    A repeated or late run is harmless: Elo is applied once per vote, and the refresh is debounced.
+    """
+    from arena.models import Vote
+    from leaderboard.services import elo_record_vote, schedule_refresh
+
+    if Vote.objects.filter(pk=vote_id).exists():
+        elo_record_vote(vote=Vote(pk=vote_id))
+    schedule_refresh()

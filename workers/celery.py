@@ -9,4 +9,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 
 app = Celery("arena")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers"])
+# Every app with tasks: a worker that did not register a task would drop its messages.
+app.autodiscover_tasks(["workers", "leaderboard"])
+
+from arena.metrics import connect_worker_signals  # noqa: E402  (serves metrics on WORKER_METRICS_PORT)
+connect_worker_signals()

@@ -5,22 +5,25 @@ Safe to run twice or late: only a queued generation is claimed; anything else is
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
+from arena import metrics
+from arena.identity import names_mentioned
 from arena.models import Battle, BattleStatus, Generation, GenerationStatus
+from arena.selectors import contender_identity_names, current_generation_ids
 from arena.services.battles import battle_group, battle_is_complete
 from arena.services.registry import redact
 from arena.services.streaming import conversation_for
 from workers.backends import BackendError, Delta, Finish, get_adapter
 from workers.backends.base import DecodingParams
 from workers.concurrency import server_slot
-from workers.streaming import DeltaPublisher
+from workers.streaming import DeltaPublisher, group_send
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +31,69 @@ log = logging.getLogger(__name__)
 FAILED_SIDE_MESSAGE = "This side could not answer. Start a new battle to keep going."
 
 
+# How often a streaming worker looks whether its generation was stopped or replaced.
+STOP_CHECK_INTERVAL_S = 0.25
+
+
 def partial_name(generation_id: int) -> str:
     return f"generation:{generation_id}"
 
 
+class GenerationPublisher(DeltaPublisher):
+    """Deltas tagged with their generation, so a consumer can drop those of a replaced answer.
+
+    The tag is for consumers only; they never forward it to a browser.
+    """
+
+    def __init__(self, *, generation_id: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.generation_id = generation_id
+        send = self._send
+        self._send = lambda group, event: send(group, {**event, "generation": generation_id})
+
+    def stopped(self) -> None:
+        self.flush()
+        self._send(self.group, {"type": "generation.stopped", "side": self.side, "seq": self.seq})
+
+
+class _Halted(Exception):
+    """The generation was stopped or replaced while streaming."""
+
+
+class _StopWatch:
+    """Reads the generation's status from the database at most every STOP_CHECK_INTERVAL_S."""
+
+    def __init__(self, generation_id: int) -> None:
+        self.generation_id = generation_id
+        self._next_check = time.monotonic() + STOP_CHECK_INTERVAL_S
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + STOP_CHECK_INTERVAL_S
+        if not Generation.objects.filter(pk=self.generation_id, status=GenerationStatus.STREAMING).exists():
+            raise _Halted
+
+
 def _claim(generation_id: int) -> Generation | None:
-    with transaction.atomic():
-        generation = (Generation.objects.select_for_update()
-                      .select_related("turn__battle", "contender__server", "contender__preset")
-                      .filter(pk=generation_id).first())
-        if generation is None or generation.status != GenerationStatus.QUEUED:
-            return None
-        now = timezone.now()
-        generation.status = GenerationStatus.STREAMING
-        generation.started_at = now
-        generation.deadline_at = now + timedelta(seconds=generation.contender.server.deadline_s)
-        generation.attempts += 1
-        generation.save(update_fields=["status", "started_at", "deadline_at", "attempts"])
-        return generation
+    # Claim with one conditional UPDATE, not read-lock-then-write: it locks only this generation
+    # row and only for that statement (a stop locks battle, then generations; a longer claim
+    # transaction could deadlock with it), and on SQLite it needs no read-to-write lock upgrade.
+    generation = (Generation.objects.select_related("turn__battle", "contender__server", "contender__preset")
+                  .filter(pk=generation_id, status=GenerationStatus.QUEUED).first())
+    if generation is None:
+        return None
+    now = timezone.now()
+    deadline = now + timedelta(seconds=generation.contender.server.deadline_s)
+    claimed = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
+        status=GenerationStatus.STREAMING, started_at=now, deadline_at=deadline, attempts=F("attempts") + 1)
+    if not claimed:
+        return None  # another run, a stop or a regeneration got there first
+    generation.status = GenerationStatus.STREAMING
+    generation.started_at, generation.deadline_at = now, deadline
+    generation.attempts += 1
+    return generation
 
 
 def history_for(generation: Generation) -> list[tuple[str, str]]:
@@ -68,58 +116,102 @@ def generation_run(*, generation_id: int) -> None:
     battle = generation.turn.battle
     contender = generation.contender
     server = contender.server
-    publisher = DeltaPublisher(group=battle_group(battle), side=generation.side,
-                                partial_name=partial_name(generation.pk))
+    publisher = GenerationPublisher(generation_id=generation.pk, group=battle_group(battle), side=generation.side,
+                                    partial_name=partial_name(generation.pk))
+    watch = _StopWatch(generation.pk)
     params = DecodingParams(**{**generation.decoding_params, "stop": tuple(generation.decoding_params.get("stop", ()))})
     messages = conversation_for(contender, history_for(generation))
     chunks: list[str] = []
     error: BackendError | None = None
-    for _attempt in range(max(1, settings.GENERATION_MAX_ATTEMPTS)):
-        error = None
-        try:
-            with server_slot(server_id=server.pk, limit=server.max_concurrency, lease_s=server.deadline_s + 30,
-                             wait_s=server.deadline_s):
-                for item in get_adapter(server.kind).stream(contender.endpoint(), messages, params):
-                    if isinstance(item, Delta):
-                        chunks.append(item.text)
-                        publisher.add(item.text)
-                    elif isinstance(item, Finish):
-                        _store_finished(generation, "".join(chunks), item)
-                        publisher.finish()
-                        _announce_if_complete(battle)
-                        return
-            error = BackendError("The stream ended without finishing.", retryable=False, code="protocol")
-        except BackendError as exc:
-            error = exc
-        # A retry is only invisible to the rater when nothing was shown yet.
-        if chunks or not error.retryable:
-            break
-    _store_failed(generation, "".join(chunks), error)
-    publisher.fail(message=FAILED_SIDE_MESSAGE)
+    try:
+        for _attempt in range(max(1, settings.GENERATION_MAX_ATTEMPTS)):
+            error = None
+            try:
+                with server_slot(server_id=server.pk, limit=server.max_concurrency,
+                                 lease_s=server.deadline_s + 30, wait_s=server.deadline_s):
+                    # Leaving this loop early closes the stream, so the backend stops generating too.
+                    for item in get_adapter(server.kind).stream(contender.endpoint(), messages, params):
+                        if isinstance(item, Delta):
+                            chunks.append(item.text)
+                            publisher.add(item.text)
+                            watch.check()
+                        elif isinstance(item, Finish):
+                            if _store_finished(generation, "".join(chunks), item):
+                                publisher.finish()
+                                _flag_identity_leak(generation, "".join(chunks))
+                                _announce_if_complete(battle)
+                                return
+                            raise _Halted
+                error = BackendError("The stream ended without finishing.", retryable=False, code="protocol")
+            except BackendError as exc:
+                error = exc
+            # A retry is only invisible to the rater when nothing was shown yet.
+            if chunks or not error.retryable:
+                break
+        if _store_failed(generation, "".join(chunks), error):
+            publisher.fail(message=FAILED_SIDE_MESSAGE)
+            return
+        raise _Halted
+    except _Halted:
+        _halt(generation, publisher, "".join(chunks))
 
 
-def _store_finished(generation: Generation, text: str, finish: Finish) -> None:
-    Generation.objects.filter(pk=generation.pk).update(
+def _halt(generation: Generation, publisher: GenerationPublisher, text: str) -> None:
+    """Stopped: keep the text so far and say so. Replaced (row gone): say nothing at all."""
+    stored = Generation.objects.filter(pk=generation.pk, status=GenerationStatus.STOPPED,
+                                       finished_at__isnull=True).update(text=text, finished_at=timezone.now())
+    if stored:
+        publisher.stopped()
+        metrics.record_generation_stopped(generation)
+        _flag_identity_leak(generation, text)
+    else:
+        log.info("generation %s was replaced while streaming; its output is dropped", generation.pk)
+
+
+def _flag_identity_leak(generation: Generation, text: str) -> None:
+    """Flag the battle when an answer names a registered contender (the rater is not told)."""
+    found = names_mentioned(text, contender_identity_names())
+    if found:
+        log.info("battle %s side %s: the answer names a contender", generation.turn.battle.public_id,
+                 generation.side)
+        Battle.objects.filter(pk=generation.turn.battle_id, identity_leak=False).update(identity_leak=True)
+
+
+def _store_finished(generation: Generation, text: str, finish: Finish) -> bool:
+    """Store a finished answer; False if it was stopped or replaced meanwhile (nothing written)."""
+    stored = bool(Generation.objects.filter(pk=generation.pk, status=GenerationStatus.STREAMING).update(
         status=GenerationStatus.DONE, text=text, finish_reason=finish.finish_reason,
         input_tokens=finish.input_tokens, output_tokens=finish.output_tokens,
         time_to_first_token_ms=finish.ttft_ms, time_per_output_token_ms=finish.tpot_ms,
         finished_at=timezone.now(),
-    )
+    ))
+    if stored:
+        metrics.record_generation_done(generation, finish)
+    return stored
 
 
-def _store_failed(generation: Generation, text: str, error: BackendError) -> None:
+def _store_failed(generation: Generation, text: str, error: BackendError) -> bool:
+    """Store a failure and fail the battle; False if it was stopped or replaced meanwhile."""
     message = redact(str(error), secrets=[generation.contender.server.auth_token])
-    log.warning("generation %s (battle %s side %s) failed: %s", generation.pk,
-                generation.turn.battle.public_id, generation.side, error.code or "error")
     with transaction.atomic():
-        Generation.objects.filter(pk=generation.pk).update(
+        # Battle first, then generation: the lock order of every battle write.
+        Battle.objects.select_for_update().filter(pk=generation.turn.battle_id).first()
+        updated = Generation.objects.filter(pk=generation.pk, status=GenerationStatus.STREAMING).update(
             status=GenerationStatus.FAILED, text=text, error_code=error.code[:32], error_message=message[:4000],
             finished_at=timezone.now(),
         )
+        if not updated:
+            return False
         Battle.objects.filter(pk=generation.turn.battle_id, status=BattleStatus.ACTIVE).update(
             status=BattleStatus.FAILED)
+    log.warning("generation %s (battle %s side %s) failed: %s", generation.pk,
+                generation.turn.battle.public_id, generation.side, error.code or "error")
+    metrics.record_generation_failed(generation)
+    return True
 
 
 def _announce_if_complete(battle: Battle) -> None:
     if battle_is_complete(battle):
-        async_to_sync(get_channel_layer().group_send)(battle_group(battle), {"type": "battle.ready"})
+        # Which answers are complete: a consumer drops the event if they were replaced meanwhile.
+        group_send(battle_group(battle), {
+            "type": "battle.ready", "generations": current_generation_ids(battle=battle)})

@@ -63,8 +63,7 @@ def test_non_raters_are_refused(django_user_model, db):
     assert run(scenario()) == (False, 4403)
 
 
-def test_two_turn_battle_vote_and_reveal(rater, contenders, settings, monkeypatch):
-    settings.GENERATION_IN_PROCESS = True  # the same task code, in this process's thread pool
+def test_two_turn_battle_vote_and_reveal(rater, contenders, in_process_generation):
 
     async def scenario():
         ws = communicator_for(rater)
@@ -159,8 +158,8 @@ def test_malformed_frames_get_a_clear_error(rater, contenders):
     assert "64 KB" in replies[4]["message"]
 
 
-def test_reconnect_mid_stream_gets_text_so_far_then_only_newer_deltas(rater, make_contender, emulator, settings):
-    settings.GENERATION_IN_PROCESS = True
+def test_reconnect_mid_stream_gets_text_so_far_then_only_newer_deltas(rater, make_contender, emulator,
+                                                                      in_process_generation):
     make_contender("demo-coder-34b", "openai")
     make_contender("demo-coder-34b", "ollama")
 

@@ -8,12 +8,18 @@
       .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
   }
   const KEYWORDS = /\b(def|class|return|if|else|elif|for|while|import|from|function|const|let|var|async|await|try|except|catch|finally|with|as|in|not|and|or|None|True|False|null|true|false|new|public|private|static|void|int|fn|pub|struct|impl|match)\b/g;
+  // One pass over the escaped code: each string, comment or keyword is wrapped once, and nothing
+  // is matched again inside markup already added (a keyword such as "class" in a span's attribute).
+  const TOKENS = new RegExp("(&quot;.*?&quot;|&#39;.*?&#39;)|((?:^|\\n)[ \\t]*(?:#|\\/\\/)[^\\n]*)|" + KEYWORDS.source, "g");
   function highlight(escapedCode) {
-    // Comments and strings first, keywords in what remains (escaped text only: no markup injected).
-    return escapedCode
-      .replace(/(&quot;.*?&quot;|&#39;.*?&#39;)/g, '<span class="tok-str">$1</span>')
-      .replace(/(^|\n)(\s*)(#|\/\/)(.*)/g, '$1$2<span class="tok-com">$3$4</span>')
-      .replace(KEYWORDS, '<span class="tok-kw">$1</span>');
+    return escapedCode.replace(TOKENS, function (match, str, comment, keyword) {
+      if (str) return '<span class="tok-str">' + str + "</span>";
+      if (comment) {
+        const lead = comment.match(/^\n?[ \t]*/)[0];
+        return lead + '<span class="tok-com">' + comment.slice(lead.length) + "</span>";
+      }
+      return '<span class="tok-kw">' + keyword + "</span>";
+    });
   }
   function inline(text) {
     return text
