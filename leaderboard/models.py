@@ -1,6 +1,7 @@
 """Rating snapshots, online Elo state, the vote records the ratings are computed from, imported battles."""
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -188,3 +189,154 @@ class ImportedBattle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_a} vs {self.model_b}: {self.winner}"
+
+
+# --------------------------------------------------------------------------------------------------
+# lm-evaluation-harness results
+
+
+class HarnessFile(models.Model):
+    """One imported lm-evaluation-harness results file, attached to one contender.
+
+    The file is identified by the sha256 of its exact bytes: importing it again changes nothing.
+    """
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    file_name = models.CharField(max_length=255, help_text="The name the file was imported under.")
+    size_bytes = models.PositiveIntegerField(default=0)
+    harness_version = models.CharField(max_length=32, help_text='"0.4.13", or "0.4.x" / "0.3.x" when the file '
+                                                                "does not say.")
+    file_format = models.CharField(max_length=8, help_text='"0.3" or "0.4".')
+    harness_model_name = models.CharField(max_length=512, blank=True, default="",
+                                          help_text="The model name the file gives (empty if it gives none).")
+    model_source = models.CharField(max_length=100, blank=True, default="",
+                                    help_text="config.model: hf, vllm, local-completions, dummy, ...")
+    # config.model_args with anything that looks like a credential masked.
+    model_args = models.JSONField(default=dict, blank=True)
+    contender = models.ForeignKey("arena.ArenaModel", on_delete=models.PROTECT, related_name="harness_files")
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    limit = models.FloatField(null=True, blank=True, help_text="config.limit (--limit) of the run, if any.")
+    warnings = models.JSONField(default=list, blank=True)
+    imported_at = models.DateTimeField(default=timezone.now)
+    imported_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+
+    class Meta:
+        ordering = ["-imported_at", "-id"]
+        indexes = [models.Index(fields=["contender", "-imported_at"], name="harnessfile_contender_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.sha256[:12]})"
+
+
+class HarnessResult(models.Model):
+    """One metric of one task (or group) from an imported results file."""
+
+    file = models.ForeignKey(HarnessFile, on_delete=models.CASCADE, related_name="results")
+    task = models.CharField(max_length=255)
+    metric = models.CharField(max_length=255)
+    filter = models.CharField(max_length=255, default="none")
+    value = models.FloatField()
+    stderr = models.FloatField(null=True, blank=True)
+    n_shot = models.IntegerField(null=True, blank=True)
+    limit = models.FloatField(null=True, blank=True)
+    used_limit = models.BooleanField(default=False, help_text="Scored on a subset of the task's questions.")
+    is_group = models.BooleanField(default=False)
+    higher_is_better = models.BooleanField(null=True, blank=True)
+    task_version = models.CharField(max_length=64, null=True, blank=True)
+    samples_original = models.PositiveIntegerField(null=True, blank=True)
+    samples_effective = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["file", "task", "metric", "filter"]
+        constraints = [
+            models.UniqueConstraint(fields=["file", "task", "metric", "filter"], name="unique_harness_result"),
+        ]
+        indexes = [models.Index(fields=["task", "metric", "filter"], name="harnessresult_key_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.metric},{self.filter} = {self.value:g}"
+
+
+# Key of the column set made of every imported (task, metric, filter), offered on the correlation page.
+IMPORTED_COLUMN_SET_KEY = "imported"
+
+
+class BenchmarkColumnSet(models.Model):
+    """Benchmark columns an admin defines for the leaderboard, next to the built-in presets."""
+
+    key = models.SlugField(max_length=64, unique=True,
+                           help_text="Used in the leaderboard URL (?preset=...); not open_llm_v1/open_llm_v2.")
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True, default="")
+    average = models.BooleanField(default=False, help_text="Add the plain mean of the columns.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from leaderboard.harness.presets import PRESETS
+
+        if self.key in PRESETS or self.key == IMPORTED_COLUMN_SET_KEY:
+            raise ValidationError({"key": f"{self.key!r} is the key of a built-in column set."})
+
+
+class BenchmarkColumn(models.Model):
+    column_set = models.ForeignKey(BenchmarkColumnSet, on_delete=models.CASCADE, related_name="columns")
+    position = models.PositiveIntegerField(default=0)
+    label = models.CharField(max_length=100)
+    task = models.CharField(max_length=255)
+    metric = models.CharField(max_length=255, help_text='e.g. "acc" or "exact_match,strict-match".')
+    filter = models.CharField(max_length=255, blank=True, default="",
+                              help_text='Empty: "none", or the part after the comma in the metric.')
+    n_shot = models.PositiveIntegerField(null=True, blank=True,
+                                         help_text="Expected shot count; other runs get a warning mark.")
+    scale = models.FloatField(default=1.0, help_text="Shown value = scale × score (100 for percent).")
+
+    class Meta:
+        ordering = ["column_set", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["column_set", "label"], name="unique_benchmark_column_label"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.task} {self.metric}"
+
+    def clean(self) -> None:
+        metric, comma, filter_name = self.metric.partition(",")
+        if not metric.strip():
+            raise ValidationError({"metric": "Expected a metric name such as acc or exact_match,strict-match."})
+        if comma and self.filter and self.filter != filter_name:
+            raise ValidationError({"filter": f"The metric names the filter {filter_name!r}; leave this empty."})
+        if not self.task.strip() or "," in self.task:
+            raise ValidationError({"task": "Expected a task name as the results file writes it."})
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.partition(",")[0].strip()
+
+    @property
+    def filter_name(self) -> str:
+        metric, comma, filter_name = self.metric.partition(",")
+        return (filter_name if comma else self.filter).strip() or "none"
+
+
+class ApiToken(models.Model):
+    """A bearer token for scripts (CI pipelines posting results files). Only its sha256 is stored."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'nightly eval pipeline'.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise it.")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -23,11 +23,16 @@ from django.db.models import (
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.text import slugify
 
 from arena.models import ArenaModel, Battle, Generation, GenerationStatus
 from leaderboard import categories as cats
+from leaderboard import harness
 from leaderboard.engine.outcomes import WINNERS, PairOutcomes
-from leaderboard.models import EloRating, ImportedBattle, RatingSnapshot, SnapshotRow, SnapshotStatus, VoteRecord
+from leaderboard.models import (
+    IMPORTED_COLUMN_SET_KEY, BenchmarkColumnSet, EloRating, HarnessFile, HarnessResult, ImportedBattle, RatingSnapshot,
+    SnapshotRow, SnapshotStatus, VoteRecord,
+)
 
 WINNER_INDEX = {winner: k for k, winner in enumerate(WINNERS)}
 
@@ -699,3 +704,226 @@ def contender_card(contender: ArenaModel | None) -> dict | None:
             "flavour": contender.flavour, "context_length": contender.context_length,
             "knowledge_cutoff": contender.knowledge_cutoff.isoformat() if contender.knowledge_cutoff else None,
             "enabled": contender.enabled}
+
+
+# --------------------------------------------------------------------------------------------------
+# lm-evaluation-harness results: benchmark columns, imported files, correlation with the arena score
+
+
+def column_set_from_model(column_set: BenchmarkColumnSet):
+    """The admin-defined set as a ``ColumnSet`` (raises ``PresetError`` if it cannot be used)."""
+    specs, used = [], set()
+    for column in column_set.columns.all():
+        key = slugify(column.label) or f"col{column.pk}"
+        if key in used or key == harness.AVERAGE_KEY:
+            key = f"col{column.pk}"
+        used.add(key)
+        spec = {"key": key, "task": column.task.strip(), "metric": column.metric_name, "filter": column.filter_name,
+                "label": column.label, "scale": column.scale}
+        if column.n_shot is not None:
+            spec["n_shot"] = column.n_shot
+        specs.append(spec)
+    return harness.custom_column_set(column_set.key, column_set.name, specs, average=column_set.average,
+                                     description=column_set.description)
+
+
+def column_set_choices() -> list[tuple[str, str]]:
+    """Benchmark column sets the leaderboard offers: the built-in presets, then the admin-defined ones."""
+    choices = [(key, preset.label) for key, preset in harness.PRESETS.items()]
+    usable = BenchmarkColumnSet.objects.filter(columns__isnull=False).distinct().order_by("name")
+    choices += [(item.key, item.name) for item in usable.only("key", "name")]
+    return choices
+
+
+def imported_column_set():
+    """One raw-score column per (task, metric, filter) imported so far (no average: the units differ)."""
+    keys = (HarnessResult.objects.values_list("task", "metric", "filter").distinct().order_by("task", "metric",
+                                                                                                 "filter"))
+    specs = [{"key": f"{task}:{metric},{filter_name}", "task": task, "metric": metric, "filter": filter_name,
+              "label": f"{task} {metric}" + ("" if filter_name == "none" else f" ({filter_name})")}
+             for task, metric, filter_name in keys]
+    if not specs:
+        return None
+    return harness.custom_column_set(IMPORTED_COLUMN_SET_KEY, "Every imported benchmark (raw scores)", specs,
+                                     average=False)
+
+
+def column_set_get(*, key: str, allow_imported: bool = False):
+    """A built-in preset or an admin-defined set by key; None if there is none (or it is unusable)."""
+    if key in harness.PRESETS:
+        return harness.PRESETS[key]
+    if allow_imported and key == IMPORTED_COLUMN_SET_KEY:
+        return imported_column_set()
+    found = BenchmarkColumnSet.objects.filter(key=key).prefetch_related("columns").first()
+    if found is None:
+        return None
+    try:
+        return column_set_from_model(found)
+    except harness.PresetError:
+        return None
+
+
+def _harness_row(result: HarnessResult, harness_file: HarnessFile, model_name: str):
+    return harness.HarnessRow(
+        model_name=model_name, task=result.task, metric=result.metric, filter=result.filter, value=result.value,
+        stderr=result.stderr, n_shot=result.n_shot, limit=result.limit,
+        harness_version=harness_file.harness_version, source_sha256=harness_file.sha256,
+        source_name=harness_file.file_name, is_group=result.is_group, higher_is_better=result.higher_is_better,
+        task_version=result.task_version, samples_original=result.samples_original,
+        samples_effective=result.samples_effective, evaluated_at=harness_file.evaluated_at,
+    )
+
+
+def harness_rows(*, contender_ids: Iterable[int], tasks: Iterable[str] | None = None) -> dict[int, list]:
+    """Every imported result of the contenders (of ``tasks`` only, when given), as ``HarnessRow``s."""
+    ids = [pk for pk in set(contender_ids) if pk is not None]
+    if not ids:
+        return {}
+    results = HarnessResult.objects.filter(file__contender_id__in=ids).select_related("file", "file__contender")
+    if tasks is not None:
+        results = results.filter(task__in=list(set(tasks)))
+    rows: dict[int, list] = {}
+    for result in results.order_by("file_id", "id"):
+        harness_file = result.file
+        rows.setdefault(harness_file.contender_id, []).append(
+            _harness_row(result, harness_file, harness_file.contender.display_name))
+    return rows
+
+
+def benchmark_results(*, column_set, contender_ids: Iterable[int]) -> dict[int, object]:
+    """``{contender id: PresetResult}`` for every contender given (empty columns when nothing is imported)."""
+    ids = [pk for pk in set(contender_ids) if pk is not None]
+    rows = harness_rows(contender_ids=ids, tasks=column_set.tasks())
+    return {pk: harness.evaluate(column_set, rows.get(pk, [])) for pk in ids}
+
+
+def benchmark_header(column_set) -> list[dict]:
+    """The benchmark columns a table shows, the average (when the set has one) last."""
+    columns = [{"key": column.key, "label": column.label, "description": column.description,
+                "n_shot": column.n_shot} for column in column_set.columns]
+    if column_set.average:
+        columns.append({"key": harness.AVERAGE_KEY, "label": "Average", "n_shot": None,
+                        "description": f"plain mean of the {len(column_set.columns)} columns"})
+    return columns
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _cell(value) -> dict:
+    """A column value plus what a table cell shows: the number, the stderr on hover, the warning notes."""
+    data = value.to_dict()
+    data["warn"] = value.warn
+    data["display"] = _number(value.value)
+    hover = []
+    if value.stderr is not None:
+        hover.append(f"± {_number(value.stderr)} (standard error)")
+    if value.raw is not None and value.raw != value.value:
+        hover.append(f"raw {_number(value.raw)}")
+    if value.n_shot is not None:
+        hover.append(f"{value.n_shot}-shot")
+    data["hover"] = ", ".join(hover)
+    data["warning"] = "; ".join(value.notes) if value.warn else ""
+    return data
+
+
+def _missing_cells(header: list[dict], note: str) -> list[dict]:
+    return [{"key": column["key"], "label": column["label"], "value": None, "stderr": None, "raw": None,
+             "n_shot": None, "flags": ["missing"], "notes": [note], "sources": [], "warn": False, "display": "",
+             "hover": note, "warning": ""}
+            for column in header]
+
+
+def table_add_benchmarks(*, table: list[dict], column_set, sort_key: str | None = None,
+                         descending: bool = True) -> list[dict]:
+    """Each row of a leaderboard table gets ``benchmarks``: one cell per column of the set, in order.
+
+    With ``sort_key`` (a column key of the set) the rows are sorted by that column, unknown values last.
+    """
+    header = benchmark_header(column_set)
+    results = benchmark_results(column_set=column_set, contender_ids=[row["contender_id"] for row in table])
+    for row in table:
+        result = results.get(row["contender_id"])
+        if result is None:
+            row["benchmarks"] = _missing_cells(header, "not a registered contender: no benchmark results")
+            continue
+        cells = [_cell(value) for value in result.columns]
+        if result.average is not None:
+            cells.append(_cell(result.average))
+        row["benchmarks"] = cells
+    if sort_key is not None:
+        position = next((k for k, column in enumerate(header) if column["key"] == sort_key), None)
+        if position is not None:
+            present = [row for row in table if row["benchmarks"][position]["value"] is not None]
+            missing = [row for row in table if row["benchmarks"][position]["value"] is None]
+            present.sort(key=lambda row: row["benchmarks"][position]["value"], reverse=descending)
+            table[:] = present + missing
+    return table
+
+
+def model_harness_files(*, contender: ArenaModel | None) -> list[dict]:
+    """Every results file imported for the contender, newest first, each with its rows."""
+    if contender is None:
+        return []
+    files = (HarnessFile.objects.filter(contender=contender).select_related("imported_by")
+             .prefetch_related("results").order_by("-imported_at", "-id"))
+    found = []
+    for harness_file in files:
+        found.append({
+            "id": harness_file.pk, "file_name": harness_file.file_name, "sha256": harness_file.sha256,
+            "harness_version": harness_file.harness_version, "harness_model_name": harness_file.harness_model_name,
+            "model_source": harness_file.model_source,
+            "evaluated_at": harness_file.evaluated_at.isoformat() if harness_file.evaluated_at else None,
+            "imported_at": harness_file.imported_at.isoformat(),
+            "imported_by": harness_file.imported_by.get_username() if harness_file.imported_by else None,
+            "limit": harness_file.limit, "warnings": harness_file.warnings,
+            "results": [{"task": result.task, "metric": result.metric, "filter": result.filter,
+                         "value": result.value, "stderr": result.stderr, "n_shot": result.n_shot,
+                         "limit": result.limit, "used_limit": result.used_limit, "is_group": result.is_group}
+                        for result in harness_file.results.all()],
+        })
+    return found
+
+
+def benchmark_correlations(*, column_set, min_models: int | None = None, min_votes: int | None = None,
+                           bootstrap_rounds: int = 1000, seed: int | None = None) -> dict:
+    """Spearman and Kendall correlation of each column with the arena score (latest overall snapshot).
+
+    Models count when they are registered contenders with enough votes: not provisional in that
+    snapshot, or with at least ``min_votes`` votes when given. The bootstrap seed defaults to
+    LEADERBOARD_BOOTSTRAP_SEED, else the snapshot's id, so a page shows the same intervals on every
+    view of the same snapshot.
+    """
+    snapshot = snapshot_latest(category=cats.OVERALL)
+    base = {"snapshot": None, "column_set": None, "columns": [], "correlations": [], "models": 0,
+            "min_models": min_models or harness.correlation.DEFAULT_MIN_MODELS, "min_votes": min_votes,
+            "bootstrap_rounds": bootstrap_rounds}
+    if column_set is not None:
+        base["column_set"] = {"key": column_set.key, "label": column_set.label,
+                              "description": column_set.description}
+        base["columns"] = benchmark_header(column_set)
+    if snapshot is None:
+        return base
+    base["snapshot"] = {"id": snapshot.pk, "created_at": snapshot.created_at.isoformat(),
+                        "min_votes": (snapshot.params or {}).get("min_votes")}
+    if column_set is None:
+        return base
+    rows = SnapshotRow.objects.filter(snapshot=snapshot, contender__isnull=False)
+    rows = list(rows.filter(votes__gte=min_votes) if min_votes is not None else rows.filter(provisional=False))
+    arena = {row.model_name: row.rating for row in rows}
+    base["models"] = len(arena)
+    results = benchmark_results(column_set=column_set, contender_ids=[row.contender_id for row in rows])
+    by_name = {row.model_name: results[row.contender_id] for row in rows}
+    table = harness.column_table(by_name)
+    labels = {column["key"]: column["label"] for column in base["columns"]}
+    if seed is None:
+        configured = getattr(settings, "LEADERBOARD_BOOTSTRAP_SEED", None)
+        seed = int(configured) if configured is not None else snapshot.pk
+    correlations = harness.correlate_columns(arena, {key: table.get(key, {}) for key in labels},
+                                             min_models=base["min_models"], bootstrap_rounds=bootstrap_rounds,
+                                             seed=seed)
+    base["seed"] = seed
+    base["correlations"] = [dict(item.to_dict(), label=labels.get(item.column, item.column))
+                            for item in correlations]
+    return base

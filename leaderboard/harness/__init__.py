@@ -7,7 +7,9 @@
   ``evaluate`` computes one model's columns from its rows.
 * ``correlate`` / ``correlate_columns`` relate arena scores to benchmark columns across models.
 
-Pure Python, numpy and scipy: nothing here imports Django.
+Pure Python, numpy and scipy: nothing the package imports uses Django. The one exception is
+``leaderboard.harness.services`` (importing files into the database, API tokens), which the package
+itself never imports.
 """
 from __future__ import annotations
 

@@ -83,11 +83,29 @@
     ] : [], {yaxis: {title: {text: "score"}}, margin: {l: 60, r: 20, t: 10, b: 60}});
   }
 
+  // One scatter plot per benchmark column: arena score against the benchmark value, one point per model.
+  function benchmarks(data) {
+    (data.correlations || []).forEach(function (item, index) {
+      var points = item.points || [];
+      function fixed(value) { return value === null ? "-" : value.toFixed(3); }
+      var title = item.spearman === null ? item.message :
+        "Spearman " + fixed(item.spearman) + ", Kendall " + fixed(item.kendall) + " (" + points.length + " models)";
+      draw("chart-bench-" + index, points.length ? [{
+        type: "scatter", mode: "markers+text", x: points.map(function (p) { return p.benchmark; }),
+        y: points.map(function (p) { return p.arena; }), text: points.map(function (p) { return p.model; }),
+        textposition: "top center", hovertemplate: "%{text}: %{x:.4g}, score %{y:.1f}<extra></extra>"
+      }] : [], {xaxis: {title: {text: item.label}}, yaxis: {title: {text: "arena score"}},
+                title: {text: title, font: {size: 12}}, margin: {l: 60, r: 20, t: 40, b: 60}});
+    });
+  }
+
   function start() {
     var boardData = document.getElementById("leaderboard-charts");
     if (boardData) { board(JSON.parse(boardData.textContent)); }
     var modelData = document.getElementById("model-charts");
     if (modelData) { model(JSON.parse(modelData.textContent)); }
+    var benchmarkData = document.getElementById("benchmark-charts");
+    if (benchmarkData) { benchmarks(JSON.parse(benchmarkData.textContent)); }
   }
 
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
