@@ -30,6 +30,8 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) bench/backends.py
 	$(PY) bench/ratings.py
+	$(PY) bench/streaming.py
+	$(PY) bench/votes.py
 
 clean:
 	rm -rf $(VENV) var staticfiles
