@@ -4,6 +4,7 @@ Before the vote nothing that identifies a contender is sent: sides are only "a" 
 """
 from __future__ import annotations
 
+import json
 import uuid
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -23,7 +24,25 @@ MAX_PREVIEW_PROMPT_CHARS = 4000
 MAX_FRAME_CHARS = 64_000
 
 
-class BattleConsumer(AsyncJsonWebsocketConsumer):
+class JsonFramesConsumer(AsyncJsonWebsocketConsumer):
+    """Text frames of JSON only: anything else gets an error frame instead of closing the socket."""
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # Empty as well as binary: the base class raises on an empty text frame (a browser's ws.send("")).
+        if not text_data or len(text_data) > MAX_FRAME_CHARS:
+            await self.send_json({"type": "error", "message": "Frames must be JSON text under 64 KB."})
+            return
+        await super().receive(text_data=text_data, **kwargs)
+
+    @classmethod
+    async def decode_json(cls, text_data):
+        try:
+            return json.loads(text_data)
+        except ValueError:
+            return None  # receive_json answers a malformed frame like an unknown one
+
+
+class BattleConsumer(JsonFramesConsumer):
     """The rater's battle: prompts in, ordered deltas out, vote, reveal.
 
     With ``named=True`` (routed as ``BattleConsumer.as_asgi(named=True)``) it serves the side-by-side
@@ -59,22 +78,6 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         metrics.record_websocket_closed(self)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        # Empty as well as binary: the base class raises on an empty text frame (a browser's ws.send("")).
-        if not text_data or len(text_data) > MAX_FRAME_CHARS:
-            await self.send_json({"type": "error", "message": "Frames must be JSON text under 64 KB."})
-            return
-        await super().receive(text_data=text_data, **kwargs)
-
-    @classmethod
-    async def decode_json(cls, text_data):
-        import json
-
-        try:
-            return json.loads(text_data)
-        except ValueError:
-            return None
 
     async def receive_json(self, content, **kwargs):
         kind = content.get("type") if isinstance(content, dict) else None
@@ -220,7 +223,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "ready"})
 
 
-class ContenderPreviewConsumer(AsyncJsonWebsocketConsumer):
+class ContenderPreviewConsumer(JsonFramesConsumer):
     """Admins stream one contender's answer live, to check a registration end to end."""
 
     async def connect(self):

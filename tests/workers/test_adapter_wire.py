@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from workers.backends import BackendError, DecodingParams, Delta, Endpoint, Finish, Message, get_adapter
+from workers.backends.transport import MAX_DETAIL_CHARS
 
-RECORDED = Path("/work/shared/reference/recorded")
+RECORDED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "recorded"
 USER = [Message("user", "hi")]
 TOKEN = "sk-wire-test-token-1234"
 
@@ -264,6 +265,17 @@ def test_a_server_echoing_the_token_never_gets_it_into_the_message(wire):
     assert error.code == "auth"
     assert TOKEN not in str(error) and TOKEN not in repr(error.args)
     assert "[redacted]" in str(error)
+
+
+@pytest.mark.parametrize("kept", [5, 12, len(TOKEN) - 1])
+def test_a_token_cut_in_half_by_the_length_limit_is_redacted_too(wire, kept):
+    # The server's message is cut to MAX_DETAIL_CHARS right inside the echoed token.
+    prefix = "x" * (MAX_DETAIL_CHARS - 1 - kept - len(" key ")) + " key "
+    wire.route("POST", "/v1/chat/completions", Reply(status=403, content_type="application/json",
+                                                      parts=[json.dumps({"error": prefix + TOKEN + " end"})]))
+    error, _ = fail("openai", wire.url, auth_token=TOKEN)
+    assert TOKEN[:kept] not in str(error), str(error)[-80:]
+    assert "[redacted]…" in str(error)
 
 
 def test_tgi_chat_validation_error_inside_a_200_stream(wire):

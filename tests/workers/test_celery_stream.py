@@ -112,11 +112,19 @@ def test_preview_refuses_non_staff_and_bad_frames(db, django_user_model):
                       {"type": "preview", "contender": 999999, "prompt": "hi"}):
             await communicator.send_json_to(frame)
             replies.append(await communicator.receive_json_from(timeout=5))
+        # Frames that are not JSON text get an error too, and the socket stays open.
+        for raw in ({"bytes": b"\x00\x01"}, {"text": "{not json"}, {"text": ""}):
+            await communicator.send_input({"type": "websocket.receive", **raw})
+            replies.append(await communicator.receive_json_from(timeout=5))
+        await communicator.send_json_to({"type": "nope"})
+        replies.append(await communicator.receive_json_from(timeout=5))
         await communicator.disconnect()
         return replies
 
     replies = asyncio.run(scenario())
-    assert [r["type"] for r in replies] == ["error"] * 3
+    assert [r["type"] for r in replies] == ["error"] * 7
+    assert replies[3]["message"] == replies[5]["message"] == "Frames must be JSON text under 64 KB."
+    assert "Expected" in replies[4]["message"] and "Expected" in replies[6]["message"]
     assert "Expected" in replies[0]["message"]
     assert "1 to" in replies[1]["message"]
     assert replies[2]["message"] == "No such contender."

@@ -99,8 +99,30 @@ def make_error(endpoint: Endpoint, message: str, *, retryable: bool, code: str,
                status: int | None = None) -> BackendError:
     """Every BackendError is built here, so the bearer token can never reach a message."""
     if endpoint.auth_token:
-        message = message.replace(endpoint.auth_token, "[redacted]")
+        message = redact_secret(message, endpoint.auth_token)
     return BackendError(message, retryable=retryable, status=status, code=code)
+
+
+# Shortest start of a secret that is still treated as a piece of it when a cut leaves it behind.
+_MIN_SECRET_PIECE = 4
+
+
+def redact_secret(message: str, secret: str) -> str:
+    """The message without the secret, including a start of it left where a detail was cut ("…").
+
+    Details are cut to length before the endpoint is known (``one_line``): a server that echoes
+    the token can have it cut in half, and the first half must not survive either.
+    """
+    message = message.replace(secret, "[redacted]")
+
+    def cut_piece(match: re.Match) -> str:
+        head = match.group(1)
+        for size in range(min(len(secret) - 1, len(head)), _MIN_SECRET_PIECE - 1, -1):
+            if head.endswith(secret[:size]):
+                return head[:-size] + "[redacted]…"
+        return match.group(0)
+
+    return re.sub(r"(\S*)…", cut_piece, message)
 
 
 def protocol_error(endpoint: Endpoint, what: str) -> BackendError:
