@@ -194,6 +194,11 @@ class BattleConsumer(JsonFramesConsumer):
         side = event["side"]
         if event["seq"] <= self.seen_seq.get(side, 0):
             return  # already part of the snapshot this client received
+        if event["seq"] > self.seen_seq.get(side, 0) + 1:
+            # A batch was lost on the way (the channel layer drops over capacity): the snapshot has
+            # all the text up to at least this batch, so send it instead of a gap.
+            await self._send_state()
+            return
         self.seen_seq[side] = event["seq"]
         await self.send_json({"type": "delta", "side": side, "seq": event["seq"], "text": event["text"]})
 

@@ -10,6 +10,7 @@ import asyncio
 import os
 import threading
 import time
+from concurrent.futures import Future
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -39,17 +40,34 @@ def _sender_loop() -> asyncio.AbstractEventLoop:
         return _sender[1]
 
 
-def group_send(group: str, message: dict, *, timeout: float = SEND_TIMEOUT_S) -> None:
-    """Send one event to a group from synchronous code (worker threads), in order for the caller."""
+def group_send_nowait(group: str, message: dict) -> Future | None:
+    """Start sending one event to a group from synchronous code; the future ends when it is sent.
+
+    None when it is already sent (the embedded default's in-memory layer sends at once).
+    """
     layer = get_channel_layer()
     if isinstance(layer, InMemoryChannelLayer):
         # The embedded default: the layer lives in the web process's own loop and needs no connection.
         async_to_sync(layer.group_send)(group, message)
-        return
-    asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _sender_loop()).result(timeout)
+        return None
+    return asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _sender_loop())
+
+
+def group_send(group: str, message: dict, *, timeout: float = SEND_TIMEOUT_S) -> None:
+    """Send one event to a group from synchronous code (worker threads), in order for the caller."""
+    future = group_send_nowait(group, message)
+    if future is not None:
+        future.result(timeout)
 
 
 class DeltaPublisher:
+    """Batches of text for one side, in order, with at most one batch on its way at a time.
+
+    While a batch is being sent the reader goes on reading and the next batch grows: a slow
+    channel layer gets fewer, larger messages instead of one message per token, and the
+    backend's stream is never held up by it.
+    """
+
     def __init__(self, *, group: str, side: str, interval_ms: float = DEFAULT_BATCH_MS, start_seq: int = 0,
                  partial_name: str | None = None) -> None:
         self.group = group
@@ -59,30 +77,45 @@ class DeltaPublisher:
         self.seq = start_seq
         self._pending: list[str] = []
         self._last_flush = time.monotonic()
-        self._send = group_send
+        self._in_flight: Future | None = None
+        # (group, event) -> Future | None; subclasses may wrap it to add fields to every event.
+        self._send = group_send_nowait
 
     def add(self, text: str) -> None:
         if text:
             self._pending.append(text)
-        if self._pending and time.monotonic() - self._last_flush >= self.interval_s:
+        if (self._pending and time.monotonic() - self._last_flush >= self.interval_s
+                and (self._in_flight is None or self._in_flight.done())):
             self.flush()
 
     def flush(self) -> None:
-        self._last_flush = time.monotonic()
         if not self._pending:
             return
+        self._wait_sent()
         self.seq += 1
         text = "".join(self._pending)
         self._pending.clear()
         if self.partial_name:
             # Recorded before sending: a reconnecting client's snapshot never misses a sent batch.
             partials.record(self.partial_name, self.seq, text)
-        self._send(self.group, {"type": "generation.delta", "side": self.side, "seq": self.seq, "text": text})
+        self._in_flight = self._send(self.group, {"type": "generation.delta", "side": self.side, "seq": self.seq,
+                                                  "text": text})
+        self._last_flush = time.monotonic()
+
+    def _wait_sent(self) -> None:
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result(SEND_TIMEOUT_S)
+
+    def final(self, event: dict) -> None:
+        """Send what is pending, then ``event``, and return once both are sent."""
+        self.flush()
+        self._wait_sent()
+        self._in_flight = self._send(self.group, {"side": self.side, "seq": self.seq, **event})
+        self._wait_sent()
 
     def finish(self, **fields) -> None:
-        self.flush()
-        self._send(self.group, {"type": "generation.done", "side": self.side, "seq": self.seq, **fields})
+        self.final({"type": "generation.done", **fields})
 
     def fail(self, *, message: str) -> None:
-        self.flush()
-        self._send(self.group, {"type": "generation.failed", "side": self.side, "seq": self.seq, "message": message})
+        self.final({"type": "generation.failed", "message": message})

@@ -52,8 +52,7 @@ class GenerationPublisher(DeltaPublisher):
         self._send = lambda group, event: send(group, {**event, "generation": generation_id})
 
     def stopped(self) -> None:
-        self.flush()
-        self._send(self.group, {"type": "generation.stopped", "side": self.side, "seq": self.seq})
+        self.final({"type": "generation.stopped"})
 
 
 class _Halted(Exception):

@@ -6,7 +6,8 @@
   const named = $("#battle").dataset.mode === "named";
   const socketPath = named ? "/ws/battle/named/" : "/ws/battle/";
   const storageKey = named ? "arena-named-battle" : "arena-battle";
-  const state = { battle: null, texts: { a: "", b: "" }, status: { a: "idle", b: "idle" }, socket: null,
+  const state = { battle: null, texts: { a: "", b: "" }, status: { a: "idle", b: "idle" }, seq: { a: 0, b: 0 },
+                  socket: null,
                   closed: false, retry: 0, voted: false, hasTurn: false, over: false };
   const panes = { a: $("#pane-a .answer"), b: $("#pane-b .answer") };
   const statusEls = { a: $("#pane-a .status"), b: $("#pane-b .status") };
@@ -79,8 +80,12 @@
     msg.turns.forEach((turn) => addPromptToHistory(turn.prompt));
     const last = msg.turns[msg.turns.length - 1];
     // Multi-turn: each pane shows its side's latest answer; earlier prompts are listed above.
+    state.seq = { a: 0, b: 0 };
     if (last) {
-      ["a", "b"].forEach((s) => { state.texts[s] = last[s].text; state.status[s] = last[s].status; renderSide(s); });
+      ["a", "b"].forEach((s) => {
+        state.texts[s] = last[s].text; state.status[s] = last[s].status; state.seq[s] = last[s].seq || 0;
+        renderSide(s);
+      });
     }
     setVoting(msg.can_vote);
     if (msg.status === "voted") { state.voted = true; show("This battle already has a vote. Start a new battle."); }
@@ -94,6 +99,7 @@
   const handlers = {
     state: applyState,
     turn(msg) {
+      state.seq = { a: 0, b: 0 };
       addPromptToHistory(msg.prompt);
       state.hasTurn = true;
       ["a", "b"].forEach((s) => { state.texts[s] = ""; state.status[s] = "queued"; renderSide(s); });
@@ -101,6 +107,12 @@
       show("");
     },
     delta(msg) {
+      if (msg.seq !== state.seq[msg.side] + 1) {
+        // A batch went missing on the way: take the battle as it stands instead of guessing.
+        if (state.battle) send({ type: "resume", battle: state.battle });
+        return;
+      }
+      state.seq[msg.side] = msg.seq;
       state.texts[msg.side] += msg.text;
       // The last batch of a stopped side may arrive after the stop was announced.
       if (state.status[msg.side] !== "stopped") state.status[msg.side] = "streaming";
@@ -114,6 +126,7 @@
     },
     regenerated() {
       // The old answers are replaced: nothing of them may stay next to the new text.
+      state.seq = { a: 0, b: 0 };
       ["a", "b"].forEach((s) => { state.texts[s] = ""; state.status[s] = "queued"; renderSide(s); });
       setVoting(false);
       show("Regenerating…");
