@@ -5,12 +5,19 @@ votes, many models, a few popular and many rarely shown), the time of each fit, 
 ratings land from the exact maximum-likelihood ratings, and its gradient against the convergence
 threshold; then bootstrap rounds per second and the streaming throughput of ``rate`` on a CSV.
 
-    python bench/ratings.py [--votes PATH] [--rounds 1000]
+Last, the goal case (1,000,000 seeded battles, 100 models): the exact fit and 1,000 bootstrap rounds
+next to the common recipe (L-BFGS logistic regression over unique (model_a, model_b, outcome) rows
+with counts as sample weights) and next to the ``evalica`` package when it is installed (it is not a
+project dependency: ``pip install evalica==0.4.2`` into the venv to include it), best and median of
+several runs, with the largest rating difference to the exact fit.
+
+    python bench/ratings.py [--votes PATH] [--rounds 1000] [--quick] [--goal-only]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,7 +148,7 @@ def streaming_throughput(rows: int = 1_700_000) -> None:
         path = Path(tmp) / "battles.csv"
         path.write_text("model_a,model_b,winner\n" + "\n".join(table[(a * 60 + b) * 4 + outcome]) + "\n")
         report = Path(tmp) / "usage.txt"
-        for rounds in (0, 1000):
+        for rounds in (0, ARGS.rounds):
             command = [sys.executable, str(REPO_ROOT / "manage.py"), "rate", "--battles", str(path), "--json",
                        "--bootstrap", str(rounds), "--seed", "1"]
             started = time.perf_counter()
@@ -152,7 +159,208 @@ def streaming_throughput(rows: int = 1_700_000) -> None:
                   f"{seconds:.2f} s (exit {returncode}), peak RSS {peak_kb / 1024:.0f} MB")
 
 
+# --------------------------------------------------------------------------------------------------
+# The goal case: 1M battles, 100 models, against the common recipe and evalica
+
+GOAL_FIT_SECONDS = 0.3
+GOAL_BOOTSTRAP_SECONDS = 1.5  # for 1,000 rounds
+GOAL_FULL = {"battles": 1_000_000, "models": 100, "repeat": 5}
+GOAL_QUICK = {"battles": 50_000, "models": 20, "repeat": 2}
+OUTCOMES = ("model_a", "model_b", "tie", "tie (bothbad)")
+
+
+def runs(function, repeat: int):
+    """Wall times of ``repeat`` runs (single-threaded BLAS, as in ``timed``) and the last result."""
+    seconds, result = [], None
+    with single_threaded_blas():
+        for _ in range(repeat):
+            started = time.perf_counter()
+            result = function()
+            seconds.append(time.perf_counter() - started)
+    return seconds, result
+
+
+def synthetic_battles(battles: int, models: int, seed: int):
+    """Battles one by one: side A, side B (model indices) and the outcome (index into OUTCOMES).
+
+    Strengths are normal (sd 0.8 natural units, about 140 points); popularity varies threefold
+    between models; 30% of the votes are ties, a third of those "both bad".
+    """
+    rng = np.random.default_rng(seed)
+    strength = rng.normal(0.0, 0.8, models)
+    exposure = rng.uniform(1.0, 3.0, models)
+    exposure /= exposure.sum()
+    a = rng.choice(models, battles, p=exposure)
+    b = rng.choice(models - 1, battles, p=None)
+    b = b + (b >= a)  # a uniformly chosen opponent other than a
+    tie = rng.random(battles) < 0.3
+    bothbad = tie & (rng.random(battles) < 1 / 3)
+    a_wins = rng.random(battles) < expit(strength[a] - strength[b])
+    outcome = np.where(tie, np.where(bothbad, 3, 2), np.where(a_wins, 0, 1)).astype(np.int64)
+    return a.astype(np.int64), b.astype(np.int64), outcome
+
+
+def count_cells(a, b, outcome, models: int) -> np.ndarray:
+    """Battles per (model_a, model_b, outcome) cell, as a flat array of models * models * 4."""
+    return np.bincount((a * models + b) * 4 + outcome, minlength=models * models * 4)
+
+
+def pair_outcomes(cells: np.ndarray, models: int) -> PairOutcomes:
+    table = cells.reshape(models * models, 4)
+    present = np.flatnonzero(table.sum(axis=1))
+    table = table[present].astype(np.int64)
+    names = tuple(f"model-{k:03d}" for k in range(models))
+    return PairOutcomes(names=names, first=present // models, second=present % models, wins_first=table[:, 0],
+                        wins_second=table[:, 1], ties=table[:, 2], bothbad=table[:, 3])
+
+
+def unique_rows(cells: np.ndarray, models: int):
+    """The common recipe's design: one row per (model_a, model_b, outcome) seen, weighted by its count.
+
+    A decisive row has target 1 (A won) or 0 (B won); a tie row enters twice, once with each
+    target and half the weight, which is "a tie is half a win" for a logistic regression.
+    """
+    present = np.flatnonzero(cells)
+    count = cells[present].astype(float)
+    pair, outcome = present // 4, present % 4
+    first, second = pair // models, pair % models
+    tie = outcome >= 2
+    rows_a = np.concatenate([first, first[tie]])
+    rows_b = np.concatenate([second, second[tie]])
+    target = np.concatenate([np.where(outcome == 0, 1.0, np.where(outcome == 1, 0.0, 1.0)), np.zeros(tie.sum())])
+    weight = np.concatenate([np.where(tie, 0.5 * count, count), 0.5 * count[tie]])
+    return rows_a, rows_b, target, weight
+
+
+def lbfgs_unique_rows(rows_a, rows_b, target, weight, models: int, max_iter: int = 100, tol: float = 1e-6):
+    """Weighted logistic regression without intercept or penalty, L-BFGS on the mean loss (sklearn's
+    ``LogisticRegression(fit_intercept=False, penalty=None, tol=1e-6)``, max_iter 100, as in the
+    public arena notebooks); coefficients in natural units, centred."""
+    total = weight.sum()
+
+    def loss_and_gradient(theta):
+        d = theta[rows_a] - theta[rows_b]
+        loss = np.dot(weight, target * np.logaddexp(0, -d) + (1 - target) * np.logaddexp(0, d)) / total
+        residual = weight * (expit(d) - target) / total
+        return loss, np.bincount(rows_a, residual, models) - np.bincount(rows_b, residual, models)
+
+    result = minimize(loss_and_gradient, np.zeros(models), jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter, "gtol": tol})
+    return result.x - result.x.mean()
+
+
+def lbfgs_bootstrap_round(rng, a, b, outcome, models: int) -> np.ndarray:
+    """One round of the common recipe's bootstrap: resample the battles, regroup, refit."""
+    pick = rng.integers(0, len(a), len(a))
+    return lbfgs_unique_rows(*unique_rows(count_cells(a[pick], b[pick], outcome[pick], models), models), models)
+
+
+def load_evalica():
+    try:
+        import evalica
+    except Exception as error:  # noqa: BLE001 - any import failure means "leave it out"
+        return None, f"{type(error).__name__}: {error}"
+    return evalica, getattr(evalica, "__version__", "?")
+
+
+def evalica_theta(result, names) -> np.ndarray:
+    """evalica's Bradley-Terry scores are strengths p (P(i beats j) = p_i / (p_i + p_j)), geometric
+    mean 1: log p is on our natural scale."""
+    theta = np.log(result.scores.reindex(list(names)).to_numpy(dtype=float))
+    return theta - theta.mean()
+
+
+def goal_case(battles: int, models: int, rounds: int, repeat: int, seed: int = 20240601) -> None:
+    a, b, outcome = synthetic_battles(battles, models, seed)
+    print(f"\ngoal case: {battles:,} synthetic battles (seed {seed}), {models} models, "
+          f"{rounds:,} bootstrap rounds; best and median of {repeat} runs")
+    count_times, cells = runs(lambda: count_cells(a, b, outcome, models), repeat)
+    outcomes = pair_outcomes(cells, models)
+    pairs = outcomes.scored()
+    names = outcomes.names
+
+    fit_times, exact = runs(lambda: fit_bradley_terry(pairs), repeat)
+    exact_ratings = SCALE.to_ratings(exact.theta)
+    boot_repeat = max(1, min(repeat, 3))
+    boot_times, boot = runs(lambda: bootstrap_bradley_terry(pairs, exact, rounds=rounds, seed=1), boot_repeat)
+    # The goal is stated for 1,000 rounds; a --quick run scales its figure to that.
+    per_thousand = 1000 / rounds
+
+    rows = []  # (method, seconds of each run, max |diff| to the exact fit or None, goal, note)
+    rows.append(("count battles into (pair, outcome) cells (numpy)", count_times, None, "",
+                 f"{len(pairs.i):,} pairs"))
+    rows.append(("exact Newton fit on the cells (ours)", fit_times, 0.0, f"<= {GOAL_FIT_SECONDS} s",
+                 f"{exact.iterations} steps, |grad|/threshold {exact.max_gradient / exact.gradient_threshold:.1e}"))
+    rows.append((f"bootstrap, {rounds:,} rounds (ours)", boot_times, None,
+                 f"<= {GOAL_BOOTSTRAP_SECONDS} s" + ("" if rounds == 1000 else " /1000"),
+                 f"{boot.iterations / rounds:.1f} Newton steps per round"))
+
+    design_times, design = runs(lambda: unique_rows(cells, models), repeat)
+    lbfgs_times, lbfgs_theta = runs(lambda: lbfgs_unique_rows(*design, models), repeat)
+    lbfgs_diff = np.abs(SCALE.to_ratings(lbfgs_theta) - exact_ratings).max()
+    rows.append(("L-BFGS on unique rows, sample weights (common recipe)", lbfgs_times, lbfgs_diff, "",
+                 f"{len(design[0]):,} rows (+{np.median(design_times) * 1e3:.0f} ms to build them)"))
+    rng = np.random.default_rng(1)
+    sample_rounds = max(2, min(5, rounds))
+    round_times, _ = runs(lambda: lbfgs_bootstrap_round(rng, a, b, outcome, models), sample_rounds)
+    rows.append(("  its bootstrap: resample battles, regroup, refit", [t * rounds for t in round_times], None,
+                 "", f"{rounds:,} x the time of one round ({sample_rounds} rounds timed)"))
+
+    evalica, version = load_evalica()
+    if evalica is None:
+        print(f"evalica is not available ({version}); its rows are left out "
+              "(install it into the venv with: pip install evalica==0.4.2)")
+    else:
+        label = np.array(names, dtype=object)
+        xs, ys = label[a].tolist(), label[b].tolist()
+        winner_code = np.array([int(evalica.Winner.X), int(evalica.Winner.Y), int(evalica.Winner.Draw),
+                                int(evalica.Winner.Draw)])
+        winners = winner_code[outcome].tolist()
+        try:
+            ev_times, ev = runs(lambda: evalica.bradley_terry(xs, ys, winners), repeat)
+            ev_diff = np.abs(SCALE.to_ratings(evalica_theta(ev, names)) - exact_ratings).max()
+            rows.append((f"evalica {version} bradley_terry, one row per battle", ev_times, ev_diff, "",
+                         f"{ev.iterations} iterations (limit {ev.limit}, tolerance {ev.tolerance:g})"))
+            present = np.flatnonzero(cells)
+            pair, cell_outcome = present // 4, present % 4
+            cx, cy = label[pair // models].tolist(), label[pair % models].tolist()
+            cw, weights = winner_code[cell_outcome].tolist(), cells[present].astype(float).tolist()
+            evw_times, evw = runs(lambda: evalica.bradley_terry(cx, cy, cw, weights=weights), repeat)
+            evw_diff = np.abs(SCALE.to_ratings(evalica_theta(evw, names)) - exact_ratings).max()
+            rows.append((f"evalica {version} bradley_terry, unique rows + weights", evw_times, evw_diff, "",
+                         f"{evw.iterations} iterations"))
+            evt_times, evt = runs(lambda: evalica.bradley_terry(cx, cy, cw, weights=weights, tolerance=1e-12,
+                                                                 limit=100_000), repeat)
+            evt_diff = np.abs(SCALE.to_ratings(evalica_theta(evt, names)) - exact_ratings).max()
+            rows.append(("  the same, tolerance 1e-12, limit 100,000", evt_times, evt_diff, "",
+                         f"{evt.iterations} iterations"))
+            boot_sample = 3 if rounds >= 3 else rounds
+            evb_times, _ = runs(lambda: evalica.bootstrap(evalica.bradley_terry, xs, ys, winners,
+                                                          n_resamples=boot_sample, bootstrap_method="percentile",
+                                                          random_state=1), 1)
+            rows.append(("  its bootstrap (evalica.bootstrap, percentile)", [evb_times[0] * rounds / boot_sample],
+                         None, "", f"{rounds:,}/{boot_sample} x one call with {boot_sample} resamples"))
+        except Exception as error:  # noqa: BLE001 - a failing peer must not stop the bench
+            print(f"evalica failed: {type(error).__name__}: {error}")
+
+    print(f"{'method':<56} {'best (s)':>9} {'median (s)':>11} {'max |diff| (points)':>20} {'goal':>10}  note")
+    for label_text, seconds, diff, goal, note in rows:
+        diff_text = "-" if diff is None else f"{diff:.2e}"
+        estimated = label_text.startswith("  its bootstrap")
+        best = f"~{min(seconds):.1f}" if estimated else f"{min(seconds):.3f}"
+        median = f"~{statistics.median(seconds):.1f}" if estimated else f"{statistics.median(seconds):.3f}"
+        print(f"{label_text:<56} {best:>9} {median:>11} {diff_text:>20} {goal:>10}  {note}")
+    fit_best, boot_best = min(fit_times), min(boot_times) * per_thousand
+    print(f"goal: exact fit {fit_best:.3f} s (best; goal <= {GOAL_FIT_SECONDS} s: "
+          f"{'met' if fit_best <= GOAL_FIT_SECONDS else 'MISSED'}); 1,000 bootstrap rounds {boot_best:.2f} s "
+          f"(best{', scaled from ' + format(rounds, ',') + ' rounds' if rounds != 1000 else ''}; goal <= "
+          f"{GOAL_BOOTSTRAP_SECONDS} s: {'met' if boot_best <= GOAL_BOOTSTRAP_SECONDS else 'MISSED'})")
+
+
 def main() -> None:
+    if ARGS.goal_only:
+        goal_case(**GOAL_QUICK if ARGS.quick else GOAL_FULL, rounds=ARGS.rounds)
+        return
     if not ARGS.votes.is_file():
         sys.exit(f"real votes file missing: {ARGS.votes}")
     with open(ARGS.votes, newline="") as handle:
@@ -170,14 +378,19 @@ def main() -> None:
     for row in result.models[:10]:
         print(f"{row.rank_ub:>4}  {row.model:<22} {row.rating:8.1f}  "
               f"[{row.ci_lower:7.1f}, {row.ci_upper:7.1f}]  {row.votes:>6,}")
-    compare_fits("simulated arena-size data", simulated_arena())
+    compare_fits("simulated arena-size data", simulated_arena(**({"battles": 100_000, "models": 40} if ARGS.quick else {})))
     print()
-    streaming_throughput()
+    streaming_throughput(100_000 if ARGS.quick else 1_700_000)
+    goal_case(**GOAL_QUICK if ARGS.quick else GOAL_FULL, rounds=ARGS.rounds)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--votes", type=Path, default=REAL_VOTES)
-    parser.add_argument("--rounds", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=None, help="bootstrap rounds (1000; 50 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="small data and few rounds: a smoke run")
+    parser.add_argument("--goal-only", action="store_true", help="only the 1M-battle goal case")
     ARGS = parser.parse_args()
+    if ARGS.rounds is None:
+        ARGS.rounds = 50 if ARGS.quick else 1000
     main()

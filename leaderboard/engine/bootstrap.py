@@ -73,7 +73,10 @@ def bootstrap_bradley_terry(
             weight = (wins_i + wins_j + ties).astype(float)
             score = wins_i + 0.5 * ties
             l2 = point.l2
-            if l2 == 0 and not is_identifiable(pairs.n_models, pairs.i, pairs.j, weight, score):
+            # The point fit is identifiable (l2 == 0), so a resample in which every pair still has a
+            # win or tie each way is too; only the others need the graph check.
+            if l2 == 0 and not (scored_both_ways(weight, score)
+                                or is_identifiable(pairs.n_models, pairs.i, pairs.j, weight, score)):
                 l2 = prior_l2(prior_sd)
                 degenerate_rounds += 1
             fit = solve_pairwise_logit(
@@ -88,6 +91,11 @@ def bootstrap_bradley_terry(
         theta=samples, rounds=rounds, seed=seed, degenerate_rounds=degenerate_rounds,
         max_gradient_ratio=worst_ratio, iterations=iterations, seconds=time.perf_counter() - started,
     )
+
+
+def scored_both_ways(weight: np.ndarray, score: np.ndarray) -> bool:
+    """Every row has some score for each side (0 < score < weight)."""
+    return bool((score > 0).all() and (score < weight).all())
 
 
 def percentile_interval(samples: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
