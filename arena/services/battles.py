@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from arena import metrics
@@ -215,22 +216,25 @@ def vote_cast(*, battle: Battle, rater, winner: str) -> Vote:
             raise BattleError("This battle already has a vote.", code="already_voted")
         if battle.status == BattleStatus.FAILED:
             raise BattleError("A side failed in this battle, so it cannot be voted on.", code="battle_failed")
-        if Generation.objects.filter(turn__battle=battle, status=GenerationStatus.STOPPED).exists():
+        # One query for every check on the answers (votes per second depend on round trips).
+        answers = Generation.objects.filter(turn__battle=battle).aggregate(
+            total=Count("pk"), stopped=Count("pk", filter=Q(status=GenerationStatus.STOPPED)),
+            unfinished=Count("pk", filter=~Q(status=GenerationStatus.DONE)), last_finish=Max("finished_at"))
+        if answers["stopped"]:
             raise BattleError("Stopped answers cannot be voted on: regenerate them or start a new battle.",
                               code="stopped")
-        if not battle_is_complete(battle):
+        if not answers["total"] or answers["unfinished"]:
             raise BattleError("Wait until both answers are finished before voting.", code="not_finished")
         day_start = timezone.now() - timedelta(days=1)
         if Vote.objects.filter(rater=rater, created_at__gte=day_start).count() >= settings.ARENA_DAILY_VOTE_CAP:
             raise BattleError("You reached today's vote limit. Thank you!", code="vote_cap")
-        last_finish = (Generation.objects.filter(turn__battle=battle).order_by("-finished_at")
-                       .values_list("finished_at", flat=True).first())
+        last_finish = answers["last_finish"]
         try:
-            with transaction.atomic():
-                vote = Vote.objects.create(
-                    battle=battle, rater=rater, winner=winner,
-                    seconds_after_completion=(timezone.now() - last_finish).total_seconds() if last_finish else None,
-                )
+            # No savepoint: on a conflict the whole transaction is rolled back by the error below.
+            vote = Vote.objects.create(
+                battle=battle, rater=rater, winner=winner,
+                seconds_after_completion=(timezone.now() - last_finish).total_seconds() if last_finish else None,
+            )
         except IntegrityError:
             raise BattleError("This battle already has a vote.", code="already_voted") from None
         battle.status = BattleStatus.VOTED
