@@ -6,8 +6,6 @@ tricks. Then the history, the reveal, the admin pages and the leaderboard are ch
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
@@ -15,8 +13,8 @@ from django.urls import reverse
 from arena.models import Battle, BackendServer, Vote
 from arena.roles import RATER, VIEWER
 from leaderboard.services import leaderboard_refresh
-from tests.e2e.conftest import CHROMIUM_FLAGS
-from tests.fixtures.services import require_service
+# The same Chromium as the browser tests, and the same allowance for this process's ORM calls.
+from tests.e2e.conftest import _orm_beside_playwright, browser  # noqa: F401 (fixtures)
 from tests.leaderboard.conftest import simulate_votes
 from tests.leaderboard.test_snapshots import arena, quick  # noqa: F401 (fixtures)
 
@@ -74,25 +72,6 @@ INSPECT = """() => {
   };
 }"""
 CLEAN = {"pwned": "undefined", "injected": [], "handlers": [], "jsUrls": [], "scripts": 0}
-
-
-@pytest.fixture(autouse=True)
-def _orm_beside_playwright(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the server under test is another
-    # process, so only this test process's own ORM calls are let through.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
-    require_service(os.path.exists(path), f"Chromium ({path})")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS, headless=True)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
