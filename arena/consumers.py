@@ -5,9 +5,11 @@ Before the vote nothing that identifies a contender is sent: sides are only "a" 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db import DatabaseError
 
 from arena import metrics, roles
 from arena.asyncdb import db_async
@@ -19,6 +21,8 @@ from arena.services.battles import (
 )
 from workers.dispatch import enqueue
 from workers.tasks import stream_contender
+
+log = logging.getLogger(__name__)
 
 MAX_PREVIEW_PROMPT_CHARS = 4000
 MAX_FRAME_CHARS = 64_000
@@ -92,6 +96,13 @@ class BattleConsumer(JsonFramesConsumer):
             await handler(content)
         except BattleError as exc:
             await self.send_json({"type": "error", "code": exc.code, "message": exc.message})
+        except DatabaseError:
+            # The database is down or restarting: the action wrote nothing (one transaction), so
+            # the rater may simply try again; the socket stays open.
+            log.exception("battle %s: database unavailable for a %r frame",
+                          self.battle.public_id if self.battle else "-", kind)
+            await self.send_json({"type": "error", "code": "unavailable",
+                                  "message": "The arena cannot save that right now. Try again in a moment."})
 
     async def _follow(self, battle) -> None:
         if self.group:

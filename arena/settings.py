@@ -103,7 +103,10 @@ if REDIS_URL:
             "CONFIG": {
                 # The layer waits on Redis with a 5 s blocking pop: the socket timeout must outlast it,
                 # or an idle WebSocket's consumer dies with a read timeout.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": env_float("CHANNEL_LAYER_SOCKET_TIMEOUT", 30.0)}],
+                # The health check pings a connection idle that long before using it again, so a
+                # restarted Redis costs no WebSocket its group_add.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": env_float("CHANNEL_LAYER_SOCKET_TIMEOUT", 30.0),
+                           "health_check_interval": 5}],
                 # Per process, not per socket: every WebSocket of one web process shares one queue.
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 5000),
             },
@@ -125,6 +128,9 @@ CELERY_BEAT_SCHEDULE = {
     # Votes also schedule a debounced refresh; the periodic one catches anything that was missed.
     "leaderboard-refresh": {"task": "leaderboard.refresh",
                             "schedule": env_float("LEADERBOARD_REFRESH_INTERVAL_SECONDS", 900.0)},
+    # Fails generations a dead worker or a lost task left queued/streaming past their deadline.
+    "generation-deadlines": {"task": "arena.expire_generations",
+                             "schedule": env_float("GENERATION_SWEEP_INTERVAL_SECONDS", 15.0)},
 }
 GENERATION_IN_PROCESS = EMBEDDED or env_bool("GENERATION_IN_PROCESS", False)
 GENERATION_IN_PROCESS_THREADS = env_int("GENERATION_IN_PROCESS_THREADS", 16)

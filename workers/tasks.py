@@ -32,3 +32,14 @@ def generate(generation_id: int) -> None:
     from arena.services.generation import generation_run
 
     generation_run(generation_id=generation_id)
+
+
+@shared_task(name="arena.expire_generations", ignore_result=True, soft_time_limit=60, time_limit=90)
+def expire_generations() -> int:
+    """Periodic (beat): fail generations left queued or streaming past their deadline."""
+    from arena.services.generation import generations_expire
+
+    expired = generations_expire()
+    if expired:
+        log.info("expired %s generation(s) past their deadline", expired)
+    return expired

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from arena import metrics
@@ -20,6 +20,7 @@ from arena.selectors import contender_identity_names, current_generation_ids
 from arena.services.battles import battle_group, battle_is_complete
 from arena.services.registry import redact
 from arena.services.streaming import conversation_for
+from workers import partials
 from workers.backends import BackendError, Delta, Finish, get_adapter
 from workers.backends.base import DecodingParams
 from workers.concurrency import server_slot
@@ -33,6 +34,25 @@ FAILED_SIDE_MESSAGE = "This side could not answer. Start a new battle to keep go
 
 # How often a streaming worker looks whether its generation was stopped or replaced.
 STOP_CHECK_INTERVAL_S = 0.25
+
+# A queued generation no worker has claimed is given up this long after its server's deadline:
+# the deadline counts from the claim, so a queued one gets the whole deadline plus this much queueing.
+QUEUED_GRACE_S = 30.0
+
+
+def storable_text(text: str) -> str:
+    """Text PostgreSQL can store: a NUL becomes U+FFFD, a lone surrogate is replaced.
+
+    A backend may send either (JSON allows "\\u0000" and "\\ud800"); stored as is, the write would
+    fail and leave the generation streaming.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
 
 
 def partial_name(generation_id: int) -> str:
@@ -131,8 +151,9 @@ def generation_run(*, generation_id: int) -> None:
                     # Leaving this loop early closes the stream, so the backend stops generating too.
                     for item in get_adapter(server.kind).stream(contender.endpoint(), messages, params):
                         if isinstance(item, Delta):
-                            chunks.append(item.text)
-                            publisher.add(item.text)
+                            text = storable_text(item.text)
+                            chunks.append(text)
+                            publisher.add(text)
                             watch.check()
                         elif isinstance(item, Finish):
                             if _store_finished(generation, "".join(chunks), item):
@@ -179,7 +200,8 @@ def _flag_identity_leak(generation: Generation, text: str) -> None:
 def _store_finished(generation: Generation, text: str, finish: Finish) -> bool:
     """Store a finished answer; False if it was stopped or replaced meanwhile (nothing written)."""
     stored = bool(Generation.objects.filter(pk=generation.pk, status=GenerationStatus.STREAMING).update(
-        status=GenerationStatus.DONE, text=text, finish_reason=finish.finish_reason,
+        status=GenerationStatus.DONE, text=storable_text(text),
+        finish_reason=storable_text(finish.finish_reason or "")[:32],
         input_tokens=finish.input_tokens, output_tokens=finish.output_tokens,
         time_to_first_token_ms=finish.ttft_ms, time_per_output_token_ms=finish.tpot_ms,
         finished_at=timezone.now(),
@@ -191,12 +213,13 @@ def _store_finished(generation: Generation, text: str, finish: Finish) -> bool:
 
 def _store_failed(generation: Generation, text: str, error: BackendError) -> bool:
     """Store a failure and fail the battle; False if it was stopped or replaced meanwhile."""
-    message = redact(str(error), secrets=[generation.contender.server.auth_token])
+    message = storable_text(redact(str(error), secrets=[generation.contender.server.auth_token]))
     with transaction.atomic():
         # Battle first, then generation: the lock order of every battle write.
         Battle.objects.select_for_update().filter(pk=generation.turn.battle_id).first()
         updated = Generation.objects.filter(pk=generation.pk, status=GenerationStatus.STREAMING).update(
-            status=GenerationStatus.FAILED, text=text, error_code=error.code[:32], error_message=message[:4000],
+            status=GenerationStatus.FAILED, text=storable_text(text), error_code=storable_text(error.code)[:32],
+            error_message=message[:4000],
             finished_at=timezone.now(),
         )
         if not updated:
@@ -214,3 +237,78 @@ def _announce_if_complete(battle: Battle) -> None:
         # Which answers are complete: a consumer drops the event if they were replaced meanwhile.
         group_send(battle_group(battle), {
             "type": "battle.ready", "generations": current_generation_ids(battle=battle)})
+
+
+def _overdue(generation: Generation, *, now, queued_grace_s: float) -> bool:
+    if generation.status == GenerationStatus.STREAMING and generation.deadline_at is not None:
+        return generation.deadline_at < now
+    # Queued (or streaming without a recorded deadline): the server's whole deadline, plus the grace,
+    # counted from when the turn was sent.
+    since = generation.started_at or generation.created_at
+    return since + timedelta(seconds=generation.contender.server.deadline_s + queued_grace_s) < now
+
+
+def generations_expire(*, now=None, queued_grace_s: float = QUEUED_GRACE_S) -> int:
+    """Fail every generation still queued or streaming past its deadline; returns how many it failed.
+
+    The backstop for a worker process that died mid-generation (its task, if redelivered, finds the
+    generation streaming and leaves it alone) and for a task lost with the broker: the generation
+    fails with code "deadline", its battle fails as on any failure, and followers get the plain
+    failure event. Safe to run often, late, or in several places at once.
+    """
+    now = now or timezone.now()
+    live = [GenerationStatus.QUEUED, GenerationStatus.STREAMING]
+    candidates = (Generation.objects.filter(status__in=live)
+                  .filter(Q(deadline_at__lt=now)
+                          | Q(deadline_at__isnull=True, created_at__lt=now - timedelta(seconds=queued_grace_s)))
+                  .select_related("contender__server").order_by("pk"))
+    expired = 0
+    for generation in candidates:
+        if _overdue(generation, now=now, queued_grace_s=queued_grace_s) and _expire(
+                generation.pk, now=now, queued_grace_s=queued_grace_s):
+            expired += 1
+    return expired
+
+
+def _expire(generation_id: int, *, now, queued_grace_s: float) -> bool:
+    generation = (Generation.objects.select_related("turn__battle", "contender__server")
+                  .filter(pk=generation_id).first())
+    if generation is None or generation.status not in (GenerationStatus.QUEUED, GenerationStatus.STREAMING):
+        return False
+    if not _overdue(generation, now=now, queued_grace_s=queued_grace_s):
+        return False  # claimed since the sweep listed it: it has a fresh deadline
+    seq, text = 0, ""
+    if generation.status == GenerationStatus.STREAMING:
+        try:
+            seq, text = partials.snapshot(partial_name(generation.pk))
+        except Exception:  # the text so far is a courtesy; the failure must be stored regardless
+            log.warning("generation %s: no partial text to keep", generation.pk, exc_info=True)
+    battle = generation.turn.battle
+    with transaction.atomic():
+        # Battle first, then generation: the lock order of every battle write.
+        Battle.objects.select_for_update().filter(pk=battle.pk).first()
+        # Only if nothing moved since it was read: a claim in between gives it a fresh deadline.
+        updated = Generation.objects.filter(
+            pk=generation.pk, status=generation.status, deadline_at=generation.deadline_at,
+        ).update(status=GenerationStatus.FAILED, text=storable_text(text), error_code="deadline",
+                 error_message=f"No answer within the deadline ({generation.contender.server.deadline_s:g} s) "
+                               f"while {generation.status}.",
+                 finished_at=now)
+        if not updated:
+            return False
+        Battle.objects.filter(pk=battle.pk, status=BattleStatus.ACTIVE).update(status=BattleStatus.FAILED)
+        transaction.on_commit(lambda: _announce_expired(generation, seq))
+    log.warning("generation %s (battle %s side %s) failed: deadline passed while %s", generation.pk,
+                battle.public_id, generation.side, generation.status)
+    metrics.record_generation_failed(generation)
+    return True
+
+
+def _announce_expired(generation: Generation, seq: int) -> None:
+    try:
+        group_send(battle_group(generation.turn.battle), {
+            "type": "generation.failed", "side": generation.side, "seq": seq, "message": FAILED_SIDE_MESSAGE,
+            "generation": generation.pk})
+    except Exception:
+        # Stored as failed either way: a reconnecting client reads it from the battle's state.
+        log.warning("generation %s: could not announce the failure", generation.pk, exc_info=True)
