@@ -105,7 +105,14 @@ class Command(BaseCommand):
                 return
             import uvicorn
 
-            uvicorn.run("arena.asgi:application", host=options["host"], port=options["port"], log_level="info",
-                        ws="websockets")
+            from workers.embedded_beat import EmbeddedBeat
+
+            # No celery beat here: health checks, deadlines and refreshes run in this process.
+            beat = EmbeddedBeat(settings.CELERY_BEAT_SCHEDULE).start()
+            try:
+                uvicorn.run("arena.asgi:application", host=options["host"], port=options["port"],
+                            log_level="info", ws="websockets")
+            finally:
+                beat.stop()
         finally:
             emulator.stop()
