@@ -13,7 +13,7 @@ from django.db import DatabaseError
 
 from arena import metrics, roles
 from arena.asyncdb import db_async
-from arena.models import ArenaModel
+from arena.models import ArenaModel, GenerationStatus
 from arena.selectors import battle_for_rater, battle_state, current_generation_ids
 from arena.services.battles import (
     BattleError, battle_group, battle_reveal, battle_start, battle_start_named, prompt_check, turn_regenerate,
@@ -24,12 +24,30 @@ from workers.tasks import stream_contender
 
 log = logging.getLogger(__name__)
 
+FINAL_STATUSES = {GenerationStatus.DONE, GenerationStatus.FAILED, GenerationStatus.STOPPED}
 MAX_PREVIEW_PROMPT_CHARS = 4000
 MAX_FRAME_CHARS = 64_000
 
 
 class JsonFramesConsumer(AsyncJsonWebsocketConsumer):
     """Text frames of JSON only: anything else gets an error frame instead of closing the socket."""
+
+    gone = False
+
+    async def websocket_disconnect(self, message):
+        self.gone = True
+        await super().websocket_disconnect(message)
+
+    async def send_json(self, content, close=False):
+        if self.gone:
+            return  # the client left: late events have nobody to go to
+        try:
+            await super().send_json(content, close=close)
+        except RuntimeError as exc:
+            # The server closed the socket (the client went away) before this consumer heard of it.
+            if "after sending 'websocket.close'" not in str(exc):
+                raise
+            self.gone = True
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # Empty as well as binary: the base class raises on an empty text frame (a browser's ws.send("")).
@@ -57,6 +75,7 @@ class BattleConsumer(JsonFramesConsumer):
     named = False
     battle = None
     group = None
+    ready_sent_for: tuple | None = None
 
     def __init__(self, *args, named: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -124,6 +143,9 @@ class BattleConsumer(JsonFramesConsumer):
             for side in "ab":
                 if last[side]["seq"] is not None:
                     self.seen_seq[side] = last[side]["seq"]
+                elif last[side]["status"] in FINAL_STATUSES:
+                    # The stored text is whole: a late delta of this answer adds nothing.
+                    self.seen_seq[side] = float("inf")
         await self.send_json({"type": "state", **state})
 
     async def on_new(self, content):
@@ -236,6 +258,10 @@ class BattleConsumer(JsonFramesConsumer):
             await self._refresh_following()
             if complete != self.following:
                 return  # those answers were replaced (regenerated) after they finished
+        answers = tuple(sorted(self.following.items()))
+        if answers == self.ready_sent_for:
+            return  # both sides' workers announce it; once is enough
+        self.ready_sent_for = answers
         await self.send_json({"type": "ready"})
 
 

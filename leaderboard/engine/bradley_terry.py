@@ -251,6 +251,9 @@ def _newton(i, j, weight, score, n_models, covariates, l2, tolerance, step_toler
                 theta, beta, max_gradient = final_theta, final_beta, final_gradient
             break
         if iterations >= max_iter:
+            # The criterion is the gradient; a step that stays above step_tolerance with the
+            # gradient already below it moves along a flat direction (collinear covariates).
+            converged = max_gradient <= threshold
             break
         slope = float(grad @ step)
         t = 1.0
