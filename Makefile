@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test bench bench-refresh clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,19 @@ demo: $(STAMP)
 test: $(VENV)/.installed-test
 	$(PY) -m tests.run $(ARGS)
 
+# Benchmarks print figures next to a peer or baseline measured in the same run. evalica is a
+# peer for the rating bench only, so it is installed here and not in requirements.
 bench: $(VENV)/.installed-test
+	$(PY) -m pip install --quiet evalica==0.4.2
 	$(PY) bench/backends.py
 	$(PY) bench/ratings.py
 	$(PY) bench/streaming.py
 	$(PY) bench/votes.py
+	$(PY) bench/load.py --minutes 3
+
+# The database refresh at full size (2M votes) takes about half an hour: run it on its own.
+bench-refresh: $(VENV)/.installed-test
+	$(PY) bench/refresh.py
 
 clean:
 	rm -rf $(VENV) var staticfiles
