@@ -13,6 +13,7 @@ from django.db import DatabaseError
 
 from arena import metrics, roles
 from arena.asyncdb import db_async
+from arena.logs import battle_context
 from arena.models import ArenaModel, GenerationStatus
 from arena.selectors import battle_for_rater, battle_state, current_generation_ids
 from arena.services.battles import (
@@ -112,7 +113,8 @@ class BattleConsumer(JsonFramesConsumer):
             await self.send_json({"type": "error", "message": "Unknown or malformed frame."})
             return
         try:
-            await handler(content)
+            with battle_context(self.battle.public_id if self.battle else None):
+                await handler(content)
         except BattleError as exc:
             await self.send_json({"type": "error", "code": exc.code, "message": exc.message})
         except DatabaseError:

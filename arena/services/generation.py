@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from arena import metrics
 from arena.identity import names_mentioned
+from arena.logs import battle_context
 from arena.models import Battle, BattleStatus, Generation, GenerationStatus
 from arena.selectors import contender_identity_names, current_generation_ids
 from arena.services.battles import battle_group, battle_is_complete
@@ -132,6 +133,11 @@ def generation_run(*, generation_id: int) -> None:
     generation = _claim(generation_id)
     if generation is None:
         return
+    with battle_context(generation.turn.battle.public_id):
+        _stream_claimed(generation)
+
+
+def _stream_claimed(generation: Generation) -> None:
     battle = generation.turn.battle
     contender = generation.contender
     server = contender.server
