@@ -93,3 +93,62 @@ def test_rounds_that_lose_all_wins_of_a_model_are_regularised_and_counted():
     assert np.isfinite(result.bootstrap_ratings).all()
     with pytest.raises(ValueError, match="rounds must be >= 0"):
         rate(votes, bootstrap_rounds=-1)
+
+
+def test_resamples_are_multinomial_with_exactly_the_observed_total():
+    from leaderboard.engine.bootstrap import multinomial_resamples
+
+    counts = np.array([500, 300, 150, 40, 9, 1, 0])
+    total = int(counts.sum())
+    draws = multinomial_resamples(np.random.default_rng(11), counts, 20_000)
+    assert (draws.sum(axis=1) == total).all() and (draws >= 0).all()
+    assert (draws[:, -1] == 0).all()  # a cell never observed is never drawn
+    p = counts / total
+    np.testing.assert_allclose(draws.mean(axis=0), counts, rtol=0.01, atol=0.05)
+    # Multinomial variance N p (1 - p), not the Poisson N p: 125 against 250 for the largest cell.
+    np.testing.assert_allclose(draws.var(axis=0)[:5], (total * p * (1 - p))[:5], rtol=0.05)
+    cov = np.cov(draws[:, 0], draws[:, 1])[0, 1]
+    assert cov == pytest.approx(-total * p[0] * p[1], rel=0.1)
+
+
+def test_resample_totals_are_corrected_both_ways():
+    from leaderboard.engine.bootstrap import multinomial_resamples
+
+    counts = np.array([3, 2, 1])
+    draws = multinomial_resamples(np.random.default_rng(0), counts, 2000)
+    assert (draws.sum(axis=1) == 6).all()
+    # Six battles in three cells: every arrangement of the six is reachable, including all in one cell.
+    assert draws[:, 0].max() == 6 and draws[:, 2].min() == 0
+    rng = np.random.default_rng(1)
+    raw = rng.poisson(counts.astype(float), size=(2000, 3)).sum(axis=1)
+    assert (raw < 6).any() and (raw > 6).any()  # both corrections are needed at this size
+
+
+def test_rounds_do_not_depend_on_the_drawing_thread_and_a_shorter_run_is_a_prefix(small_arena):
+    pairs = PairOutcomes.from_rows(small_arena).scored()
+    point = fit_bradley_terry(pairs)
+    inline = bootstrap_bradley_terry(pairs, point, rounds=100, seed=8, threads=1)
+    threaded = bootstrap_bradley_terry(pairs, point, rounds=100, seed=8, threads=2)
+    np.testing.assert_array_equal(inline.theta, threaded.theta)
+    shorter = bootstrap_bradley_terry(pairs, point, rounds=40, seed=8, threads=2)
+    np.testing.assert_array_equal(shorter.theta, inline.theta[:40])
+    assert not np.array_equal(bootstrap_bradley_terry(pairs, point, rounds=40, seed=9).theta, shorter.theta)
+
+
+def test_every_round_meets_the_point_estimates_criterion(small_arena):
+    from leaderboard.engine import solve_pairwise_logit
+    from leaderboard.engine.bootstrap import multinomial_resamples
+
+    pairs = PairOutcomes.from_rows(small_arena).scored()
+    point = fit_bradley_terry(pairs)
+    result = bootstrap_bradley_terry(pairs, point, rounds=32, seed=4, chunk=32, threads=1)
+    # Redo the same resamples one by one with the single-fit solver from its default start.
+    cells = np.concatenate([pairs.wins_i, pairs.wins_j, pairs.ties])
+    stream = np.random.SeedSequence(4).spawn(1)[0]
+    draws = multinomial_resamples(np.random.default_rng(stream), cells, 32)
+    n = len(pairs.i)
+    for r in range(32):
+        wins_i, wins_j, ties = draws[r, :n], draws[r, n : 2 * n], draws[r, 2 * n :]
+        alone = solve_pairwise_logit(pairs.i, pairs.j, (wins_i + wins_j + ties).astype(float), wins_i + 0.5 * ties,
+                                     pairs.n_models)
+        np.testing.assert_allclose(result.theta[r], alone.theta, atol=1e-9)
