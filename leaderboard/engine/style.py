@@ -21,8 +21,8 @@ import numpy as np
 
 from leaderboard.engine.bootstrap import DEFAULT_CONFIDENCE, percentile_interval, resolve_seed
 from leaderboard.engine.bradley_terry import (
-    DEFAULT_MAX_ITER, DEFAULT_PRIOR_SD, DEFAULT_TOLERANCE, DEGENERATE_OPTIONS, DegenerateDataError, _identifiability,
-    prior_l2, solve_pairwise_logit,
+    DEFAULT_MAX_ITER, DEFAULT_PRIOR_SD, DEFAULT_TOLERANCE, DEGENERATE_OPTIONS, DegenerateDataError, PairDesign,
+    _identifiability, prior_l2, solve_pairwise_logit,
 )
 from leaderboard.engine.outcomes import TiePolicy, check_vote
 from leaderboard.engine.scale import RatingScale
@@ -159,8 +159,11 @@ def fit_style_control(
             raise DegenerateDataError(degeneracy.describe())
         l2 = prior_l2(prior_sd)
     n = len(names)
-    fit = solve_pairwise_logit(i, j, weight, score, n, x_cov, l2=l2, tolerance=tolerance, max_iter=max_iter)
-    plain = solve_pairwise_logit(i, j, weight, score, n, l2=l2, tolerance=tolerance, max_iter=max_iter)
+    design = PairDesign(i, j, n)  # the same rows in every fit below
+    fit = solve_pairwise_logit(i, j, weight, score, n, x_cov, l2=l2, tolerance=tolerance, max_iter=max_iter,
+                               design=design)
+    plain = solve_pairwise_logit(i, j, weight, score, n, l2=l2, tolerance=tolerance, max_iter=max_iter,
+                                 design=design)
     beta = np.zeros(len(feature_names))
     beta[varying] = fit.beta
     ratings = rating_scale.to_ratings(fit.theta, names, anchor)
@@ -178,7 +181,8 @@ def fit_style_control(
             if not l2 and _identifiability(names, i, j, resample, resample * score).degenerate:
                 round_l2 = prior_l2(prior_sd)  # this resample lost some model's only win
             round_fit = solve_pairwise_logit(i, j, resample, resample * score, n, x_cov, l2=round_l2,
-                                             tolerance=tolerance, max_iter=max_iter, theta0=fit.theta, beta0=fit.beta)
+                                             tolerance=tolerance, max_iter=max_iter, theta0=fit.theta, beta0=fit.beta,
+                                             with_log_likelihood=False, design=design)
             thetas.append(round_fit.theta)
             full = np.zeros(len(feature_names))
             full[varying] = round_fit.beta
