@@ -253,7 +253,8 @@ def _newton(i, j, weight, score, n_models, covariates, l2, tolerance, step_toler
     weight = np.asarray(weight, dtype=float)
     score = np.asarray(score, dtype=float)
     n = int(n_models)
-    x_cov = np.zeros((len(i), 0)) if covariates is None else np.asarray(covariates, dtype=float).reshape(len(i), -1)
+    x_cov = (np.zeros((len(i), 0)) if covariates is None
+             else np.ascontiguousarray(np.asarray(covariates, dtype=float).reshape(len(i), -1)))
     k = x_cov.shape[1]
     battles = float(weight.sum())
     threshold = tolerance * max(battles, 1.0)

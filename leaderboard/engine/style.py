@@ -13,6 +13,7 @@ is the change in log-odds per standard deviation of feature k; the style-control
 """
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -24,7 +25,7 @@ from leaderboard.engine.bradley_terry import (
     DEFAULT_MAX_ITER, DEFAULT_PRIOR_SD, DEFAULT_TOLERANCE, DEGENERATE_OPTIONS, DegenerateDataError, PairDesign,
     _identifiability, prior_l2, solve_pairwise_logit,
 )
-from leaderboard.engine.outcomes import TiePolicy, check_vote
+from leaderboard.engine.outcomes import WINNERS, TiePolicy, check_vote
 from leaderboard.engine.scale import RatingScale
 
 STYLE_FEATURES = ("length", "headers", "list_items", "bold")
@@ -102,6 +103,40 @@ class StyleResult:
     constant_features: tuple[str, ...] = field(default=())
 
 
+def _kept_battles(model_a, model_b, winner, policy: TiePolicy):
+    """Rows the tie policy keeps, the score of A in each, the model names and indices of both sides.
+
+    Two million battles per refresh go through here, so the checks run as C-level passes over the
+    lists; only a list with a bad row is walked row by row, to name that row."""
+    if not _all_valid(model_a, model_b, winner):
+        for row, (a, b, w) in enumerate(zip(model_a, model_b, winner)):
+            try:
+                check_vote(a, b, w)
+            except ValueError as error:
+                raise ValueError(f"battle {row + 1}: {error}") from error
+    score_of = {w: (np.nan if value is None else value) for w in WINNERS for value in [policy.score_of_a(w)]}
+    all_scores = np.fromiter(map(score_of.__getitem__, winner), dtype=float, count=len(winner))
+    keep = np.flatnonzero(~np.isnan(all_scores))
+    if not len(keep):
+        raise ValueError("no battles to rate (after the tie policy)")
+    if len(keep) == len(winner):
+        kept_a, kept_b = list(model_a), list(model_b)
+    else:
+        kept_a = list(map(model_a.__getitem__, keep.tolist()))
+        kept_b = list(map(model_b.__getitem__, keep.tolist()))
+    names = tuple(sorted(set(kept_a) | set(kept_b)))
+    index = {name: k for k, name in enumerate(names)}
+    i = np.fromiter(map(index.__getitem__, kept_a), dtype=np.int64, count=len(kept_a))
+    j = np.fromiter(map(index.__getitem__, kept_b), dtype=np.int64, count=len(kept_b))
+    return keep, all_scores[keep], names, i, j
+
+
+def _all_valid(model_a, model_b, winner) -> bool:
+    return (set(map(type, model_a)) <= {str} and set(map(type, model_b)) <= {str}
+            and "" not in set(model_a) and "" not in set(model_b)
+            and not any(map(operator.eq, model_a, model_b)) and set(winner) <= set(WINNERS))
+
+
 def fit_style_control(
     model_a: Sequence[str], model_b: Sequence[str], winner: Sequence[str], counts_a, counts_b, *,
     feature_names: Sequence[str] = STYLE_FEATURES, ties: str = "half", bothbad: str = "tie",
@@ -126,26 +161,7 @@ def fit_style_control(
         raise ValueError("model_a, model_b and winner must have one entry per battle")
     if counts_a.shape[1] != len(feature_names):
         raise ValueError(f"{counts_a.shape[1]} style columns but {len(feature_names)} feature names")
-    keep, score = [], []
-    for row, (a, b, w) in enumerate(zip(model_a, model_b, winner)):
-        try:
-            check_vote(a, b, w)
-        except ValueError as error:
-            raise ValueError(f"battle {row + 1}: {error}") from error
-        value = policy.score_of_a(w)
-        if value is not None:
-            keep.append(row)
-            score.append(value)
-    if not keep:
-        raise ValueError("no battles to rate (after the tie policy)")
-    keep = np.array(keep)
-    kept_a = [model_a[k] for k in keep]
-    kept_b = [model_b[k] for k in keep]
-    names = tuple(sorted(set(kept_a) | set(kept_b)))
-    index = {name: k for k, name in enumerate(names)}
-    i = np.array([index[a] for a in kept_a], dtype=np.int64)
-    j = np.array([index[b] for b in kept_b], dtype=np.int64)
-    score = np.array(score)
+    keep, score, names, i, j = _kept_battles(model_a, model_b, winner, policy)
     weight = np.ones(len(keep))
     features, mean, std = style_features(counts_a[keep], counts_b[keep])
     varying = std > 0

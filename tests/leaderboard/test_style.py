@@ -146,3 +146,17 @@ def test_a_feature_that_copies_model_identity_is_flagged():
     assert result.solver["singular_hessian"]
     assert result.constant_features == ("headers", "bold") and result.coefficients["bold"] == 0.0
     assert all(np.isfinite(list(result.ratings.values())))
+
+
+def test_a_bad_battle_is_named_by_its_row_and_dropped_ties_are_not_fitted():
+    counts = np.ones((3, len(STYLE_FEATURES)))
+    with pytest.raises(ValueError, match="battle 2: a model cannot battle itself"):
+        fit_style_control(["a", "b", "a"], ["b", "b", "c"], ["model_a", "tie", "model_b"], counts, counts)
+    with pytest.raises(ValueError, match="battle 3: winner must be one of"):
+        fit_style_control(["a", "b", "a"], ["b", "c", "c"], ["model_a", "tie", "draw"], counts, counts)
+    votes = [("a", "b", "model_a"), ("b", "a", "model_a"), ("a", "b", "tie"), ("b", "a", "tie (bothbad)")] * 5
+    a, b, w = zip(*votes)
+    counts = np.random.default_rng(0).integers(0, 9, (len(votes), len(STYLE_FEATURES)))
+    kept = fit_style_control(a, b, w, counts, counts[::-1], ties="drop")
+    assert kept.battles == 10
+    assert fit_style_control(a, b, w, counts, counts[::-1]).battles == 20
