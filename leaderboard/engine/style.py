@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from leaderboard.engine.bootstrap import DEFAULT_CONFIDENCE, percentile_interval, resolve_seed
+from leaderboard.engine.bootstrap import DEFAULT_CONFIDENCE, multinomial_resamples, percentile_interval, resolve_seed
 from leaderboard.engine.bradley_terry import (
     DEFAULT_MAX_ITER, DEFAULT_PRIOR_SD, DEFAULT_TOLERANCE, DEGENERATE_OPTIONS, DegenerateDataError, PairDesign,
     _identifiability, prior_l2, solve_pairwise_logit,
@@ -149,7 +149,8 @@ def fit_style_control(
 
     ``counts_a``/``counts_b``: battles x len(feature_names) non-negative counts (for example from
     ``style_counts``). Ties follow the same policy as ``rate``. With ``bootstrap_rounds`` battles are
-    resampled (multinomial weights) and every round is solved to the same criterion.
+    resampled (multinomial weights, drawn as in the plain bootstrap) and every round is solved to
+    the same criterion.
     """
     policy = TiePolicy(ties, bothbad)
     rating_scale = RatingScale(scale, base, initial)
@@ -191,14 +192,20 @@ def fit_style_control(
         seed = resolve_seed(seed)
         rng = np.random.default_rng(seed)
         thetas, betas = [], []
+        battles_once = np.ones(len(keep), dtype=np.int64)
         for _ in range(int(bootstrap_rounds)):
-            resample = rng.multinomial(len(keep), np.full(len(keep), 1.0 / len(keep))).astype(float)
+            # How often each battle is drawn; about a third are not drawn at all and are left out
+            # of the round's fit (a row of weight zero adds nothing to the likelihood).
+            drawn = multinomial_resamples(rng, battles_once, 1)[0]
+            rows = np.flatnonzero(drawn)
+            resample = drawn[rows].astype(float)
+            ri, rj, r_score = i[rows], j[rows], score[rows]
             round_l2 = l2
-            if not l2 and _identifiability(names, i, j, resample, resample * score).degenerate:
+            if not l2 and _identifiability(names, ri, rj, resample, resample * r_score).degenerate:
                 round_l2 = prior_l2(prior_sd)  # this resample lost some model's only win
-            round_fit = solve_pairwise_logit(i, j, resample, resample * score, n, x_cov, l2=round_l2,
+            round_fit = solve_pairwise_logit(ri, rj, resample, resample * r_score, n, x_cov[rows], l2=round_l2,
                                              tolerance=tolerance, max_iter=max_iter, theta0=fit.theta, beta0=fit.beta,
-                                             with_log_likelihood=False, design=design)
+                                             with_log_likelihood=False)
             thetas.append(round_fit.theta)
             full = np.zeros(len(feature_names))
             full[varying] = round_fit.beta
