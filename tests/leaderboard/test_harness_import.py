@@ -311,10 +311,11 @@ def test_dry_run_json_prints_the_rows_and_writes_nothing(registered):
     assert HarnessFile.objects.count() == 0 and HarnessResult.objects.count() == 0
 
 
-def test_dry_run_without_a_contender_warns_but_shows_the_rows(arena):
+def test_dry_run_without_a_contender_shows_the_rows_and_exits_non_zero(arena):
     path = reference_file("v0.4.13-dummy-group")
     status, out, err = run_command(str(path), "--dry-run", "--json")
-    assert status == 0
+    assert status == 1
+    assert "a real import would fail: no contender for" in err
     assert json.loads(out) == json.loads(rows_to_json(read_harness_file(path)))
     assert "warning:" in err and "a real import would fail" in err
     assert HarnessFile.objects.count() == 0

@@ -8,7 +8,8 @@ Reads 0.3.x and 0.4.x results files. Each file is attached to a contender: the o
 --model (display name or id), else the one whose display name, backend model id or alias is the
 model the file names. All files are imported in one transaction: if one is malformed, from an
 unknown harness version or for an unknown model, none is. A file imported before (same sha256)
-is reported and left as it is.
+is reported and left as it is. A dry run shows the rows even of a file that matches no contender,
+and then exits with status 1, as the real import would fail.
 """
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(json.dumps([report.to_dict() for report in reports], indent=2,
                                              ensure_ascii=False))
-            return
-        for report in reports:
-            self.stdout.write(report.summary())
+        else:
+            for report in reports:
+                self.stdout.write(report.summary())
+        unmatched = [report.file_name for report in reports if report.dry_run and report.contender_id is None]
+        if unmatched:
+            # The rows are shown, but a script checking the dry run must see that the import would fail.
+            raise CommandError(f"a real import would fail: no contender for {', '.join(unmatched)} "
+                               "(register it, add an alias, or pass --model)")
