@@ -113,7 +113,8 @@ class VoteRecord(models.Model):
     the battle was anonymous, whether an answer failed) and adds what needs Python to work out
     (language, coding, prompt length and digest, Markdown counts of the answers). The refresh then
     aggregates one table instead of joining votes, battles and generations; only the identity-leak
-    flag, which may be set after the vote, is read live from the battle.
+    flag, which may be set after the vote, is read live from the battle (on PostgreSQL a trigger
+    queues the battle when it changes, see ``TallyQueue``).
     """
 
     battle = models.OneToOneField(
@@ -149,6 +150,87 @@ class VoteRecord(models.Model):
 
     def __str__(self) -> str:
         return f"vote on battle {self.battle_id}"
+
+
+class InputVersion(models.Model):
+    """One row: a counter that database triggers (PostgreSQL) move whenever something ratings read
+    changes: a vote record added, changed or removed, a battle's identity-leak flag, an imported
+    battle, a contender's name. A refresh that finds it where its last run left it has nothing to
+    rate (see ``RefreshMark``)."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"input version {self.version}"
+
+
+class RefreshMark(models.Model):
+    """Where one kind of refresh (its categories, variants and settings, hashed into ``scope``) last
+    finished without a failure: the input version it read and the newest snapshot id after it."""
+
+    scope = models.CharField(max_length=64, unique=True)
+    version = models.BigIntegerField()
+    last_snapshot_id = models.BigIntegerField(default=0)
+    unchanged = models.JSONField(default=list, blank=True)  # what the report lists as unchanged
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"refresh {self.scope[:12]} at version {self.version}"
+
+
+class VoteStatus(models.Model):
+    """Whether each vote record counts (0) or the first filter that removed it, as the tallies hold
+    it. Kept by the refresh only (PostgreSQL); rebuilt whole when a filter setting changes or a
+    record is changed or removed."""
+
+    battle_id = models.BigIntegerField(primary_key=True)
+    status = models.PositiveSmallIntegerField()
+
+    def __str__(self) -> str:
+        return f"battle {self.battle_id}: {self.status}"
+
+
+class TallyQueue(models.Model):
+    """Battles whose vote records need their status looked at again: a trigger adds one when a
+    record is written or the battle's identity-leak flag changes; the refresh takes them."""
+
+    battle_id = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"battle {self.battle_id}"
+
+
+class VoteTally(models.Model):
+    """Counted votes per category and ordered pair of contenders, one count per outcome."""
+
+    category = models.CharField(max_length=64)
+    model_a_id = models.BigIntegerField()
+    model_b_id = models.BigIntegerField()
+    wins_a = models.IntegerField(default=0)
+    wins_b = models.IntegerField(default=0)
+    ties = models.IntegerField(default=0)
+    bothbad = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["category", "model_a_id", "model_b_id"], name="unique_tally_cell"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category} {self.model_a_id}-{self.model_b_id}"
+
+
+class TallyState(models.Model):
+    """One row: the filter settings the tallies were built with (empty: never built), whether a
+    trigger marked them stale, and how many records each status holds."""
+
+    config = models.JSONField(default=dict, blank=True)
+    stale = models.BooleanField(default=True)
+    status_counts = models.JSONField(default=dict, blank=True)
+    built_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"tallies built {self.built_at} (stale {self.stale})"
 
 
 class ImportedBattle(models.Model):

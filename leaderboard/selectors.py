@@ -252,12 +252,15 @@ class VoteCells:
         return outcomes_from_arrays(self.names, self.a[keep], self.b[keep], self.winner[keep], self.count[keep])
 
     def digest_parts(self, category: str) -> list[bytes]:
-        keep = self.mask(category)
-        outcomes = self.outcomes(category)
-        return [repr(outcomes.names).encode(), int(keep.sum()).to_bytes(8, "little"),
-                *(np.ascontiguousarray(array).tobytes() for array in (
-                    outcomes.first, outcomes.second, outcomes.wins_first, outcomes.wins_second, outcomes.ties,
-                    outcomes.bothbad))]
+        return outcome_digest_parts(self.outcomes(category))
+
+
+def outcome_digest_parts(outcomes: PairOutcomes) -> list[bytes]:
+    """What a snapshot's input digest is made of: the models and every pair's counts."""
+    return [repr(outcomes.names).encode(), int(outcomes.rows).to_bytes(8, "little"),
+            *(np.ascontiguousarray(array, dtype=np.int64).tobytes() for array in (
+                outcomes.first, outcomes.second, outcomes.wins_first, outcomes.wins_second, outcomes.ties,
+                outcomes.bothbad))]
 
 
 def outcomes_from_arrays(names: tuple[str, ...], a: np.ndarray, b: np.ndarray, winner: np.ndarray,
@@ -331,6 +334,136 @@ def vote_cells(*, config: LeaderboardSettings) -> VoteCells:
     return VoteCells(**{**cells.__dict__, "stats": stats})
 
 
+# Vote statuses as the tallies store them (leaderboard_votestatus.status).
+STATUS_CODES = {COUNTED: 0, "not_anonymous": 1, "failed": 2, "identity_leak": 3, "daily_cap": 4,
+                "duplicate_prompt": 5}
+STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
+
+
+def tally_config(config: LeaderboardSettings) -> dict:
+    """The settings the tallies depend on: another value of any of them means building them again."""
+    return {"rater_daily_cap": int(config.rater_daily_cap), "deduplicate_prompts": bool(config.deduplicate_prompts),
+            "long_prompt_chars": int(config.long_prompt_chars)}
+
+
+def category_sql(record: str, long_prompt_chars: int) -> str:
+    """``VALUES`` of every category a record counts in (NULL where it does not), as ``categories_of``."""
+    return (f"(VALUES ('{cats.OVERALL}'), (CASE WHEN {record}.language <> '' THEN '{cats.LANGUAGE_PREFIX}' || "
+            f"{record}.language END), (CASE WHEN {record}.turns > 1 THEN '{cats.MULTI_TURN}' END), "
+            f"(CASE WHEN {record}.prompt_chars > {int(long_prompt_chars)} THEN '{cats.LONG_PROMPTS}' END), "
+            f"(CASE WHEN {record}.is_coding THEN '{cats.CODING}' END))")
+
+
+def packed_float_rows(*, columns: list[str], source: str, order: str, params: list | tuple = (),
+                      group_size: int = 65536) -> np.ndarray:
+    """``SELECT columns FROM source ORDER BY order`` as a (rows x columns) float64 array.
+
+    The server packs the rows into one binary value per group of ``group_size`` consecutive
+    ``order`` values (an integer key) and numpy unpacks them: a few large values cross the wire
+    instead of a Python tuple per row. ``columns`` must be double precision expressions.
+    """
+    packed = " || ".join(f"float8send(({column})::float8)" for column in columns)
+    sql = (f"SELECT ({order}) / {int(group_size)} AS part, string_agg({packed}, ''::bytea ORDER BY {order}) "
+           f"FROM {source} GROUP BY 1 ORDER BY 1")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        parts = [np.frombuffer(bytes(blob), dtype=">f8") for _, blob in cursor.fetchall()]
+    if not parts:
+        return np.zeros((0, len(columns)), dtype=np.float64)
+    return np.concatenate(parts).astype(np.float64).reshape(-1, len(columns))
+
+
+@dataclass(frozen=True)
+class CategoryTallies:
+    """Counted votes per category and ordered pair, from the kept tallies plus imported battles.
+
+    Same interface as ``VoteCells`` for the refresh: ``votes_per_category``, ``outcomes``,
+    ``digest_parts``, ``stats``.
+    """
+
+    names: tuple[str, ...]
+    # category -> (a, b, winner, count), a and b indexes into names, one entry per outcome seen
+    per_category: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    stats: dict = field(default_factory=dict)
+    _outcomes: dict = field(default_factory=dict, compare=False, repr=False)  # category -> PairOutcomes, as built
+
+    def votes_per_category(self) -> dict[str, int]:
+        totals = {category: 0 for category in cats.FIXED_CATEGORIES}
+        for category, (_, _, _, count) in self.per_category.items():
+            totals[category] = int(count.sum())
+        return totals
+
+    def outcomes(self, category: str) -> PairOutcomes:
+        found = self._outcomes.get(category)
+        if found is None:
+            empty = np.zeros(0, dtype=np.int64)
+            a, b, winner, count = self.per_category.get(category, (empty, empty, empty, empty))
+            found = self._outcomes[category] = outcomes_from_arrays(self.names, a, b, winner, count)
+        return found
+
+    def digest_parts(self, category: str) -> list[bytes]:
+        return outcome_digest_parts(self.outcomes(category))
+
+
+def tallied_vote_cells(*, config: LeaderboardSettings, status_counts: dict) -> CategoryTallies:
+    """``vote_cells`` from the tallies the refresh keeps (PostgreSQL; call after ``tally_update``)."""
+    tally = "leaderboard_votetally"
+    nonzero = "wins_a + wins_b + ties + bothbad > 0"
+    # One value per category: its pairs' rows packed as big-endian bigints, unpacked with numpy (in
+    # any order: the outcomes are sorted by pair when built).
+    packed = ("string_agg(int8send(model_a_id) || int8send(model_b_id) || int8send(wins_a::bigint) || "
+              "int8send(wins_b::bigint) || int8send(ties::bigint) || int8send(bothbad::bigint), ''::bytea)")
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT category, {packed} FROM {tally} WHERE {nonzero} GROUP BY category "
+                           f"ORDER BY category")
+            blobs = [(category, bytes(blob)) for category, blob in cursor.fetchall()]
+        imported = list(counted_imported(config=config)
+                        .values_list("model_a", "model_b", "winner", "language", "is_coding")
+                        .annotate(multi=_flag(Q(turns__gt=1)),
+                                  long=_flag(Q(prompt_chars__gt=config.long_prompt_chars)), n=Count("id"))
+                        .order_by())
+        imported_total = ImportedBattle.objects.count()
+    id_names = contender_names()
+    imported_cells = _cells_from_rows(imported)
+    tables = [(category, np.frombuffer(blob, dtype=">i8").astype(np.int64).reshape(-1, 6)) for category, blob in blobs]
+    seen = np.unique(np.concatenate([table[:, :2].reshape(-1) for _, table in tables])) if tables else []
+    names = tuple(sorted({id_names[int(k)] for k in seen} | set(imported_cells.names)))
+    index = {name: k for k, name in enumerate(names)}
+    ids = np.array(sorted(id_names), dtype=np.int64)
+    id_index = np.array([index.get(id_names[int(k)], -1) for k in ids], dtype=np.int64)
+    per_category: dict[str, tuple] = {}
+    winners = np.arange(4, dtype=np.int64)
+    for category, rows in tables:
+        a = id_index[np.searchsorted(ids, rows[:, 0])]
+        b = id_index[np.searchsorted(ids, rows[:, 1])]
+        counts = rows[:, 2:6]
+        per_category[category] = (np.repeat(a, 4), np.repeat(b, 4), np.tile(winners, len(rows)), counts.reshape(-1))
+    counted_imported_votes = 0
+    if len(imported_cells.count):
+        remap = np.array([index[name] for name in imported_cells.names], dtype=np.int64)
+        categories = list(cats.FIXED_CATEGORIES) + [cats.LANGUAGE_PREFIX + code for code in imported_cells.languages
+                                                     if code]
+        for category in categories:
+            keep = imported_cells.mask(category)
+            if not keep.any():
+                continue
+            extra = (remap[imported_cells.a[keep]], remap[imported_cells.b[keep]], imported_cells.winner[keep],
+                     imported_cells.count[keep])
+            have = per_category.get(category)
+            per_category[category] = extra if have is None else tuple(
+                np.concatenate([x, y]) for x, y in zip(have, extra))
+        counted_imported_votes = int(imported_cells.count.sum())
+    counts = {STATUS_NAMES[int(code)]: int(n) for code, n in status_counts.items()}
+    stats = {
+        "votes_native": sum(counts.values()), "counted_native": counts.get(COUNTED, 0),
+        **{f"removed_{name}": counts.get(name, 0) for name in
+           ("not_anonymous", "failed", "identity_leak", "daily_cap", "duplicate_prompt")},
+        "imported_total": imported_total, "counted_imported": counted_imported_votes,
+    }
+    return CategoryTallies(names=names, per_category=per_category, stats=stats)
+
+
 def _tune_for_aggregation() -> None:
     # PostgreSQL, for this transaction only: enough memory to hash the groups instead of sorting
     # them on disk, and no JIT compilation (it costs more than it saves on a query run once).
@@ -370,9 +503,9 @@ def _cells_from_rows(rows: list[tuple]) -> VoteCells:
 class StyleRows:
     """Counted votes one by one with the style counts of both answers (style control needs battles)."""
 
-    model_a: list[str]
-    model_b: list[str]
-    winner: list[str]
+    model_a: np.ndarray  # names (objects), one per battle
+    model_b: np.ndarray
+    winner: np.ndarray
     counts_a: np.ndarray  # battles x 4
     counts_b: np.ndarray
     cells: VoteCells  # one cell per battle (count 1), for the category masks
@@ -380,24 +513,62 @@ class StyleRows:
 
     def select(self, category: str) -> tuple[list[str], list[str], list[str], np.ndarray, np.ndarray]:
         keep = np.flatnonzero(self.cells.mask(category))
-        return ([self.model_a[k] for k in keep], [self.model_b[k] for k in keep], [self.winner[k] for k in keep],
+        return (self.model_a[keep].tolist(), self.model_b[keep].tolist(), self.winner[keep].tolist(),
                 self.counts_a[keep], self.counts_b[keep])
 
 
-def style_rows(*, config: LeaderboardSettings) -> StyleRows:
+def _tallied_style_arrays(config: LeaderboardSettings) -> tuple[np.ndarray, list[str]]:
+    """Counted votes with their style counts, through the statuses the tallies keep (PostgreSQL), in
+    battle order, as numbers: (battles x 16) float64 array and the language codes its column 3 indexes.
+
+    Columns: model A id, model B id, winner (WINNERS index), language, coding, multi-turn, long
+    prompt, both style counts known, then the four counts of A and the four of B.
+    """
+    record = VoteRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT category FROM leaderboard_votetally WHERE category LIKE %s",
+                       [cats.LANGUAGE_PREFIX + "%"])
+        languages = [""] + sorted(row[0][len(cats.LANGUAGE_PREFIX):] for row in cursor.fetchall())
+    winners = " ".join(f"WHEN '{winner}' THEN {k}" for winner, k in WINNER_INDEX.items())
+    known = ("jsonb_typeof(r.style_a) = 'array' AND jsonb_typeof(r.style_b) = 'array' "
+             "AND jsonb_array_length(r.style_a) > 0 AND jsonb_array_length(r.style_b) > 0")
+    columns = ["r.model_a_id", "r.model_b_id", f"CASE r.winner {winners} END",
+               "COALESCE(array_position(%s::text[], r.language::text) - 1, -1)", "r.is_coding::int",
+               "(r.turns > 1)::int", "(r.prompt_chars > %s)::int", f"CASE WHEN {known} THEN 1 ELSE 0 END",
+               *(f"COALESCE((r.{side}->>{k})::float8, 0)" for side in ("style_a", "style_b") for k in range(4))]
+    source = (f"{record} r JOIN leaderboard_votestatus st ON st.battle_id = r.battle_id AND st.status = 0")
+    with transaction.atomic():
+        _tune_for_aggregation()
+        table = packed_float_rows(columns=columns, source=source, order="r.battle_id",
+                                  params=[languages, int(config.long_prompt_chars)])
+    if (table[:, 3] < 0).any():
+        raise ValueError("a counted vote's language has no tally")
+    return table, languages
+
+
+def style_rows(*, config: LeaderboardSettings, tallied: bool = False) -> StyleRows:
+    """Counted votes with style counts; ``tallied``: read them through the kept vote statuses."""
     long_chars = config.long_prompt_chars
     id_names = contender_names()
     rows, counts_a, counts_b = [], [], []
     without = 0
-    native = counted_record_rows(config=config, columns=[
-        "model_a_id", "model_b_id", "winner", "language", "is_coding", "turns", "prompt_chars", "style_a", "style_b"])
-    for a_id, b_id, winner, language, coding, turns, chars, style_a, style_b in native:
-        if not style_a or not style_b:
-            without += 1
-            continue
-        rows.append((id_names[a_id], id_names[b_id], winner, language, coding, turns > 1, chars > long_chars, 1))
-        counts_a.append(style_a)
-        counts_b.append(style_b)
+    native_table = None
+    if tallied:
+        native_table, native_languages = _tallied_style_arrays(config)
+        known = native_table[:, 7] == 1
+        without += int((~known).sum())
+        native_table = native_table[known]
+    else:
+        native = counted_record_rows(config=config, columns=[
+            "model_a_id", "model_b_id", "winner", "language", "is_coding", "turns", "prompt_chars", "style_a",
+            "style_b"])
+        for a_id, b_id, winner, language, coding, turns, chars, style_a, style_b in native:
+            if not style_a or not style_b:
+                without += 1
+                continue
+            rows.append((id_names[a_id], id_names[b_id], winner, language, coding, turns > 1, chars > long_chars, 1))
+            counts_a.append(style_a)
+            counts_b.append(style_b)
     imported = counted_imported(config=config).order_by().values_list(
         "model_a", "model_b", "winner", "language", "is_coding", "turns", "prompt_chars", "style_a", "style_b")
     for model_a, model_b, winner, language, coding, turns, chars, style_a, style_b in imported.iterator(chunk_size=20000):
@@ -407,10 +578,48 @@ def style_rows(*, config: LeaderboardSettings) -> StyleRows:
         rows.append((model_a, model_b, winner, language, coding, turns > 1, chars is not None and chars > long_chars, 1))
         counts_a.append(style_a)
         counts_b.append(style_b)
+    listed = _cells_from_rows(rows)
+    listed_a = np.array(counts_a, dtype=float).reshape(-1, 4)
+    listed_b = np.array(counts_b, dtype=float).reshape(-1, 4)
+    if native_table is None or not len(native_table):
+        cells, all_a, all_b = listed, listed_a, listed_b
+    else:
+        ids_a = native_table[:, 0].astype(np.int64)
+        ids_b = native_table[:, 1].astype(np.int64)
+        present = np.unique(np.concatenate([ids_a, ids_b]))
+        names = tuple(sorted({id_names[int(k)] for k in present} | set(listed.names)))
+        index = {name: k for k, name in enumerate(names)}
+        lookup = np.array([index[id_names[int(k)]] for k in present], dtype=np.int64)
+        languages = tuple(sorted(set(native_languages) | set(listed.languages)))
+        language_index = {code: k for k, code in enumerate(languages)}
+        native_language = np.array([language_index[code] for code in native_languages], dtype=np.int64)
+        remap_names = np.array([index[name] for name in listed.names], dtype=np.int64)
+        remap_languages = np.array([language_index[code] for code in listed.languages], dtype=np.int64)
+        n = len(native_table)
+        cells = VoteCells(
+            names=names,
+            a=np.concatenate([lookup[np.searchsorted(present, ids_a)], remap_names[listed.a] if len(listed.a)
+                              else listed.a]),
+            b=np.concatenate([lookup[np.searchsorted(present, ids_b)], remap_names[listed.b] if len(listed.b)
+                              else listed.b]),
+            winner=np.concatenate([native_table[:, 2].astype(np.int64), listed.winner]),
+            count=np.concatenate([np.ones(n, dtype=np.int64), listed.count]),
+            language=np.concatenate([native_language[native_table[:, 3].astype(np.int64)],
+                                     remap_languages[listed.language] if len(listed.language) else listed.language]),
+            languages=languages,
+            coding=np.concatenate([native_table[:, 4] == 1, listed.coding]),
+            multi_turn=np.concatenate([native_table[:, 5] == 1, listed.multi_turn]),
+            long_prompt=np.concatenate([native_table[:, 6] == 1, listed.long_prompt]),
+        )
+        all_a = np.concatenate([native_table[:, 8:12], listed_a])
+        all_b = np.concatenate([native_table[:, 12:16], listed_b])
+    names_array = np.array(cells.names, dtype=object)
+    winners_array = np.array(WINNERS, dtype=object)
     return StyleRows(
-        model_a=[r[0] for r in rows], model_b=[r[1] for r in rows], winner=[r[2] for r in rows],
-        counts_a=np.array(counts_a, dtype=float).reshape(-1, 4), counts_b=np.array(counts_b, dtype=float).reshape(-1, 4),
-        cells=_cells_from_rows(rows), without_style=without,
+        model_a=names_array[cells.a] if len(cells.a) else np.zeros(0, dtype=object),
+        model_b=names_array[cells.b] if len(cells.b) else np.zeros(0, dtype=object),
+        winner=winners_array[cells.winner] if len(cells.winner) else np.zeros(0, dtype=object),
+        counts_a=all_a, counts_b=all_b, cells=cells, without_style=without,
     )
 
 

@@ -1,10 +1,15 @@
 """Writes for the leaderboard: vote records, online Elo, rating snapshots, debounced refresh,
 battle export and import.
 
-Snapshots: ``leaderboard_refresh`` reads the counted votes once (grouped in SQL), rates every
+Snapshots: ``leaderboard_refresh`` reads the counted votes per category and pair, rates every
 category with the engine and writes one snapshot per category and variant (plain, style control),
 each with all its rows in one transaction. A category whose input and parameters have not changed
-since its latest snapshot gets no new one.
+since its latest snapshot gets no new one. On PostgreSQL triggers move an input version on every
+change ratings depend on and queue the battles concerned: a refresh with nothing new stops after
+reading that counter, and the counts per category and pair are kept in tallies that a refresh
+moves by the queued battles' groups only (built whole the first time and after a filter setting
+changed or a vote record was changed or removed). Style-control snapshots run in their own task
+unless LEADERBOARD_STYLE_REFRESH_SECONDS is 0.
 
 Online Elo: ``elo_record_vote`` is called once per vote (a repeated call is harmless) and moves the
 Elo of both models in every category of the battle; ``elo_rebuild`` replays all counted votes.
@@ -41,10 +46,14 @@ from leaderboard.engine import (
 from leaderboard.engine.outcomes import check_vote
 from leaderboard.engine.ranking import battle_count_matrix, predicted_win_matrix, rank_upper_bound, win_fraction_matrix
 from leaderboard.engine.provisional import provisional_flags
-from leaderboard.models import EloRating, ImportedBattle, RatingSnapshot, SnapshotRow, SnapshotStatus, VoteRecord
+from leaderboard.models import (
+    EloRating, ImportedBattle, InputVersion, RatingSnapshot, RefreshMark, SnapshotRow, SnapshotStatus, TallyState,
+    VoteRecord,
+)
 from leaderboard.selectors import (
-    LeaderboardSettings, StyleRows, VoteCells, counted_imported, counted_record_rows, eligible_records, outcomes_from_arrays,
-    snapshot_latest, speed_medians, speed_window_start, style_rows, vote_cells,
+    STATUS_CODES, CategoryTallies, LeaderboardSettings, StyleRows, VoteCells, _records_sql, _tune_for_aggregation,
+    category_sql, counted_imported, counted_record_rows, eligible_records, outcomes_from_arrays, snapshot_latest,
+    speed_medians, speed_window_start, style_rows, tally_config, tallied_vote_cells, vote_cells,
 )
 
 log = logging.getLogger(__name__)
@@ -285,6 +294,149 @@ def elo_rebuild() -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# Tallies: counted votes per category and pair, kept up to date from the changes triggers queue
+
+
+def _status_case(*, cap: int, dedup: bool) -> str:
+    parts = ["WHEN NOT a.anonymous THEN 1", "WHEN a.failed THEN 2", "WHEN a.leaked THEN 3"]
+    if cap > 0:
+        parts.append(f"WHEN day_ranked.rank > {int(cap)} THEN 4")
+    if dedup:
+        parts.append("WHEN prompt_ranked.rank > 1 THEN 5")
+    return "CASE " + " ".join(parts) + " ELSE 0 END"
+
+
+def _changed_statuses_sql(*, cap: int, dedup: bool) -> str:
+    """Records whose status moved, with what a tally needs; ``%s``: the battle ids to look at.
+
+    A record's status depends on its own flags and on the eligible records of its rater's day (the
+    daily cap) and of its prompt (de-duplication). So every record of those groups of the changed
+    records is looked at again, each ranked within its whole group.
+    """
+    record, battle = VoteRecord._meta.db_table, Battle._meta.db_table
+    day = "(r.voted_at AT TIME ZONE 'UTC')::date"
+    in_day = ("r.rater_id = g.rater_id AND r.voted_at >= (g.day::timestamp AT TIME ZONE 'UTC') "
+              "AND r.voted_at < ((g.day + 1)::timestamp AT TIME ZONE 'UTC')")
+    leak = f"LEFT JOIN {battle} leak ON leak.id = r.battle_id AND leak.identity_leak"
+    eligible = "r.anonymous AND NOT r.failed AND leak.id IS NULL"
+    ctes = [f"d AS (SELECT r.* FROM {record} r WHERE r.battle_id = ANY(%s))"]
+    members = ["SELECT battle_id FROM d"]
+    if cap > 0:
+        ctes.append(f"d_days AS (SELECT DISTINCT r.rater_id, {day} AS day FROM d r)")
+        members.append(f"SELECT r.battle_id FROM {record} r JOIN d_days g ON {in_day}")
+    if dedup:
+        ctes.append("d_prompts AS (SELECT DISTINCT prompt_hash FROM d WHERE prompt_hash <> '')")
+        members.append(f"SELECT r.battle_id FROM {record} r JOIN d_prompts p ON p.prompt_hash = r.prompt_hash")
+    ctes.append(f"affected AS ({' UNION '.join(members)})")
+    ctes.append(f"a AS (SELECT r.*, leak.id IS NOT NULL AS leaked FROM {record} r JOIN affected USING (battle_id) "
+                f"{leak})")
+    joins = ""
+    if cap > 0:
+        ctes.append(f"a_days AS (SELECT DISTINCT r.rater_id, {day} AS day FROM a r)")
+        ctes.append(f"day_ranked AS (SELECT r.battle_id, ROW_NUMBER() OVER (PARTITION BY r.rater_id, g.day "
+                    f"ORDER BY r.voted_at, r.vote_id) AS rank FROM {record} r JOIN a_days g ON {in_day} {leak} "
+                    f"WHERE {eligible})")
+        joins += " LEFT JOIN day_ranked ON day_ranked.battle_id = a.battle_id"
+    if dedup:
+        ctes.append("a_prompts AS (SELECT DISTINCT prompt_hash FROM a WHERE prompt_hash <> '')")
+        ctes.append(f"prompt_ranked AS (SELECT r.battle_id, ROW_NUMBER() OVER (PARTITION BY r.prompt_hash "
+                    f"ORDER BY r.voted_at, r.vote_id) AS rank FROM {record} r JOIN a_prompts p "
+                    f"ON p.prompt_hash = r.prompt_hash {leak} WHERE {eligible})")
+        joins += " LEFT JOIN prompt_ranked ON prompt_ranked.battle_id = a.battle_id"
+    ctes.append(f"fresh AS (SELECT a.*, {_status_case(cap=cap, dedup=dedup)} AS new_status FROM a{joins})")
+    return ("WITH " + ", ".join(ctes) + " SELECT f.battle_id, f.new_status, old.status, f.model_a_id, "
+            "f.model_b_id, f.winner, f.language, f.is_coding, f.turns, f.prompt_chars FROM fresh f "
+            "LEFT JOIN leaderboard_votestatus old ON old.battle_id = f.battle_id "
+            "WHERE old.status IS DISTINCT FROM f.new_status")
+
+
+_TALLY_COLUMNS = {"model_a": "wins_a", "model_b": "wins_b", "tie": "ties", "tie (bothbad)": "bothbad"}
+
+
+def _tally_rebuild(cursor, config: LeaderboardSettings) -> dict:
+    record = VoteRecord._meta.db_table
+    cursor.execute("TRUNCATE leaderboard_votestatus, leaderboard_votetally")
+    cursor.execute("DELETE FROM leaderboard_tallyqueue")
+    sql, params = _records_sql(config=config, columns=["battle_id"])
+    codes = " ".join(f"WHEN '{name}' THEN {code}" for name, code in STATUS_CODES.items())
+    cursor.execute(f"INSERT INTO leaderboard_votestatus (battle_id, status) {sql}"
+                   f"SELECT s.battle_id, CASE s.status {codes} END FROM s", params)
+    counts = ", ".join(f"COUNT(*) FILTER (WHERE r.winner = '{winner}')" for winner in _TALLY_COLUMNS)
+    cursor.execute(
+        f"INSERT INTO leaderboard_votetally (category, model_a_id, model_b_id, {', '.join(_TALLY_COLUMNS.values())}) "
+        f"SELECT c.category, r.model_a_id, r.model_b_id, {counts} FROM {record} r "
+        f"JOIN leaderboard_votestatus st ON st.battle_id = r.battle_id AND st.status = 0 "
+        f"CROSS JOIN LATERAL {category_sql('r', config.long_prompt_chars)} AS c (category) "
+        f"WHERE c.category IS NOT NULL GROUP BY 1, 2, 3")
+    cursor.execute("SELECT status, COUNT(*) FROM leaderboard_votestatus GROUP BY status")
+    return {str(code): n for code, n in cursor.fetchall()}
+
+
+def _tally_apply(cursor, config: LeaderboardSettings, counts: dict) -> int:
+    """Move the statuses and tallies of the queued battles' groups; returns the records that moved."""
+    cursor.execute("DELETE FROM leaderboard_tallyqueue RETURNING battle_id")
+    queued = sorted({row[0] for row in cursor.fetchall()})
+    if not queued:
+        return 0
+    cursor.execute(_changed_statuses_sql(cap=config.rater_daily_cap, dedup=config.deduplicate_prompts), [queued])
+    changed = cursor.fetchall()
+    if not changed:
+        return 0
+    deltas: dict[tuple[str, int, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    column = {winner: k for k, winner in enumerate(_TALLY_COLUMNS)}
+    for battle_id, new, old, model_a, model_b, winner, language, coding, turns, chars in changed:
+        if old is not None:
+            counts[str(old)] = counts.get(str(old), 0) - 1
+        counts[str(new)] = counts.get(str(new), 0) + 1
+        step = (1 if new == 0 else 0) - (1 if old == 0 else 0)
+        if step:
+            for category in cats.categories_of(language=language, is_coding=coding, prompt_chars=chars, turns=turns,
+                                               long_prompt_chars=config.long_prompt_chars):
+                deltas[(category, model_a, model_b)][column[winner]] += step
+    cursor.execute(
+        "INSERT INTO leaderboard_votestatus (battle_id, status) SELECT * FROM unnest(%s::bigint[], %s::smallint[]) "
+        "ON CONFLICT (battle_id) DO UPDATE SET status = EXCLUDED.status",
+        [[row[0] for row in changed], [row[1] for row in changed]])
+    if deltas:
+        keys = list(deltas)
+        names = list(_TALLY_COLUMNS.values())
+        cursor.execute(
+            f"INSERT INTO leaderboard_votetally (category, model_a_id, model_b_id, {', '.join(names)}) "
+            f"SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::int[], %s::int[], %s::int[], %s::int[]) "
+            f"ON CONFLICT (category, model_a_id, model_b_id) DO UPDATE SET "
+            + ", ".join(f"{n} = leaderboard_votetally.{n} + EXCLUDED.{n}" for n in names),
+            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+             *([deltas[k][j] for k in keys] for j in range(4))])
+    return len(changed)
+
+
+def tally_update(*, config: LeaderboardSettings) -> TallyState | None:
+    """Bring the kept statuses and tallies up to date (PostgreSQL; None elsewhere).
+
+    Built whole the first time, when a setting they depend on changed, or when a trigger marked
+    them stale (a vote record changed or removed); otherwise only the groups of the queued battles
+    are looked at again. Runs under the refresh lock.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    wanted = tally_config(config)
+    with transaction.atomic(), connection.cursor() as cursor:
+        _tune_for_aggregation()
+        TallyState.objects.get_or_create(pk=1)
+        state = TallyState.objects.select_for_update().get(pk=1)
+        if state.stale or state.config != wanted or state.built_at is None:
+            state.status_counts = _tally_rebuild(cursor, config)
+            state.config, state.stale, state.built_at = wanted, False, timezone.now()
+        else:
+            counts = dict(state.status_counts)
+            if not _tally_apply(cursor, config, counts):
+                return state
+            state.status_counts = {code: n for code, n in counts.items() if n}
+        state.save()
+    return state
+
+
+# --------------------------------------------------------------------------------------------------
 # Snapshots
 
 
@@ -319,13 +471,50 @@ class _RefreshLock:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [_REFRESH_LOCK])
 
 
+def _style_interval() -> float:
+    """Seconds between style-control refreshes run by their own task (0: style control is rated
+    inline, with every refresh)."""
+    return float(getattr(settings, "LEADERBOARD_STYLE_REFRESH_SECONDS", 900.0) or 0.0)
+
+
+def _input_version() -> int | None:
+    """The change counter the triggers move (PostgreSQL), or None where there are no triggers."""
+    if connection.vendor != "postgresql":
+        return None
+    version = InputVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    if version is None:
+        InputVersion.objects.get_or_create(pk=1)
+        return 0
+    return version
+
+
+def _last_snapshot_id(variants: tuple[bool, ...]) -> int:
+    return RatingSnapshot.objects.filter(style_control__in=variants).aggregate(last=Max("id"))["last"] or 0
+
+
+def _refresh_scope(*, categories: list[str] | None, variants: tuple[bool, ...], config: LeaderboardSettings) -> str:
+    what = [sorted(categories) if categories is not None else None, list(variants), config.__dict__]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def leaderboard_refresh(*, categories: list[str] | None = None, bootstrap_rounds: int | None = None,
                         style_bootstrap_rounds: int | None = None, seed: int | None = None,
-                        style_control: bool | None = None, force: bool = False) -> RefreshReport:
+                        style_control: bool | None = None, style_only: bool = False,
+                        force: bool = False) -> RefreshReport:
     """Rate every category (or the ones given) and write a snapshot for each that changed.
 
     Categories with fewer than ``LEADERBOARD_MIN_CATEGORY_VOTES`` counted votes are left out unless
     asked for by name; ``overall`` is always rated when there is any vote.
+
+    Style control: ``style_control=None`` follows LEADERBOARD_STYLE_CONTROL; with
+    LEADERBOARD_STYLE_REFRESH_SECONDS > 0 (the default) its snapshots are then left to their own
+    task (``leaderboard.refresh_style``, scheduled from here at most once per that many seconds), so
+    the refresh votes ask for rates the plain snapshots only. ``style_control=True`` rates them
+    here; ``style_only`` rates nothing else.
+
+    On PostgreSQL a refresh first compares the input version (a counter triggers move on every
+    change ratings depend on) and its settings with where the same kind of refresh last finished:
+    when nothing moved it returns at once, reading no vote.
     """
     started = time.perf_counter()
     config = LeaderboardSettings.load(bootstrap_rounds=bootstrap_rounds, style_bootstrap_rounds=style_bootstrap_rounds,
@@ -334,6 +523,10 @@ def leaderboard_refresh(*, categories: list[str] | None = None, bootstrap_rounds
         if not cats.is_valid_category(category):
             raise ValueError(f"unknown category {category!r}: use overall, multi-turn, long-prompts, coding or "
                              "lang-<code> (e.g. lang-en)")
+    style_inline = config.style_control and (style_control is True or style_only or _style_interval() <= 0)
+    style_later = config.style_control and not style_inline
+    variants = ((True,) if style_only else (False, True) if style_inline else (False,)) if config.style_control \
+        else (() if style_only else (False,))
     report = RefreshReport()
     with _RefreshLock() as held:
         if not held:
@@ -341,25 +534,99 @@ def leaderboard_refresh(*, categories: list[str] | None = None, bootstrap_rounds
             return report
         vote_records_fill()
         elo_catch_up()
-        cells = vote_cells(config=config)
-        per_category = cells.votes_per_category()
-        if categories is None:
-            wanted = [cats.OVERALL] if per_category.get(cats.OVERALL) else []
-            wanted += [c for c, n in per_category.items() if c != cats.OVERALL and n >= config.min_category_votes]
-        else:
-            wanted = list(dict.fromkeys(categories))
-        contenders = dict(ArenaModel.objects.values_list("display_name", "id"))
-        speeds = speed_medians(contender_ids=contenders.values(), since=speed_window_start()) if wanted else {}
-        style = style_rows(config=config) if config.style_control and wanted else None
-        for category in wanted:
-            _refresh_plain(category=category, cells=cells, config=config, contenders=contenders, speeds=speeds,
-                           force=force, report=report)
-            if style is not None:
-                _refresh_style(category=category, style=style, cells=cells, config=config, contenders=contenders,
-                               speeds=speeds, force=force, report=report)
+        version = _input_version()
+        scope = _refresh_scope(categories=categories, variants=variants, config=config)
+        if version is not None and not force and variants:
+            mark = RefreshMark.objects.filter(scope=scope).first()
+            if mark is not None and mark.version == version and mark.last_snapshot_id == _last_snapshot_id(variants):
+                report.unchanged = list(mark.unchanged)
+                report.seconds = time.perf_counter() - started
+                return report
+        if variants:
+            _refresh_variants(categories=categories, variants=variants, config=config, force=force, report=report)
+        if version is not None and not report.failed and variants:
+            RefreshMark.objects.update_or_create(scope=scope, defaults={
+                "version": version, "last_snapshot_id": _last_snapshot_id(variants),
+                "unchanged": [_report_name(s.category, s.style_control) for s in report.written] + report.unchanged})
+    if style_later:
+        schedule_refresh(style=True)
     report.seconds = time.perf_counter() - started
     log.info("leaderboard refresh: %s", report.summary())
     return report
+
+
+def _report_name(category: str, style_control: bool) -> str:
+    return f"{category} (style)" if style_control else category
+
+
+def _speed_window_days() -> int:
+    return int(getattr(settings, "LEADERBOARD_SPEED_WINDOW_DAYS", 30) or 0)
+
+
+def _speed_reuse_seconds() -> float:
+    """Speed medians younger than this (in the newest snapshot) are copied instead of read again
+    from every finished answer (0: read them on every refresh)."""
+    return float(getattr(settings, "LEADERBOARD_SPEED_REUSE_SECONDS", 600.0) or 0.0)
+
+
+class _Speeds(dict):
+    """Speed medians of the contenders, read the first time a snapshot needs them.
+
+    The newest snapshot's medians are reused while younger than LEADERBOARD_SPEED_REUSE_SECONDS;
+    contenders it has no row for are read.
+    """
+
+    def __init__(self, contender_ids):
+        super().__init__()
+        self._ids = set(contender_ids)
+        self._loaded = False
+
+    def _load(self) -> None:
+        missing = set(self._ids)
+        reuse = _speed_reuse_seconds()
+        if reuse > 0:
+            newest = (RatingSnapshot.objects.filter(status=SnapshotStatus.READY,
+                                                    created_at__gte=timezone.now() - timedelta(seconds=reuse))
+                      .order_by("-created_at", "-id").first())
+            if newest is not None and (newest.params or {}).get("speed_window_days") == _speed_window_days():
+                for contender_id, ttft, tpot in (SnapshotRow.objects.filter(snapshot=newest, contender__isnull=False)
+                                                 .values_list("contender_id", "median_ttft_ms", "median_tpot_ms")):
+                    if contender_id in missing:
+                        self[contender_id] = (ttft, tpot)
+                        missing.discard(contender_id)
+        if missing:
+            self.update(speed_medians(contender_ids=missing, since=speed_window_start()))
+        self._loaded = True
+
+    def get(self, key, default=None):
+        if not self._loaded:
+            self._load()
+        return super().get(key, default)
+
+
+def _refresh_variants(*, categories: list[str] | None, variants: tuple[bool, ...], config: LeaderboardSettings,
+                      force: bool, report: RefreshReport) -> None:
+    state = tally_update(config=config)
+    if state is not None:
+        cells = tallied_vote_cells(config=config, status_counts=state.status_counts)
+    else:
+        cells = vote_cells(config=config)
+    per_category = cells.votes_per_category()
+    if categories is None:
+        wanted = [cats.OVERALL] if per_category.get(cats.OVERALL) else []
+        wanted += [c for c, n in per_category.items() if c != cats.OVERALL and n >= config.min_category_votes]
+    else:
+        wanted = list(dict.fromkeys(categories))
+    contenders = dict(ArenaModel.objects.values_list("display_name", "id"))
+    speeds = _Speeds(contenders.values())
+    style = style_rows(config=config, tallied=state is not None) if True in variants and wanted else None
+    for category in wanted:
+        if False in variants:
+            _refresh_plain(category=category, cells=cells, config=config, contenders=contenders, speeds=speeds,
+                           force=force, report=report)
+        if style is not None:
+            _refresh_style(category=category, style=style, cells=cells, config=config, contenders=contenders,
+                           speeds=speeds, force=force, report=report)
 
 
 def _engine_params(config: LeaderboardSettings) -> dict:
@@ -382,15 +649,19 @@ def _unchanged(category: str, style_control: bool, digest: str, force: bool) -> 
 
 
 def _json_matrix(matrix: np.ndarray, digits: int | None = None) -> list[list]:
-    out = []
-    for row in np.asarray(matrix).tolist():
-        out.append([None if isinstance(v, float) and math.isnan(v) else (round(v, digits) if digits else v)
-                    for v in row])
-    return out
+    values = np.asarray(matrix)
+    if digits and values.dtype.kind == "f":
+        values = np.round(values, digits)
+    if values.dtype.kind == "f":
+        missing = np.isnan(values)
+        if missing.any():
+            values = values.astype(object)
+            values[missing] = None
+    return values.tolist()
 
 
-def _refresh_plain(*, category: str, cells: VoteCells, config: LeaderboardSettings, contenders: dict[str, int],
-                   speeds: dict, force: bool, report: RefreshReport) -> None:
+def _refresh_plain(*, category: str, cells: VoteCells | CategoryTallies, config: LeaderboardSettings,
+                   contenders: dict[str, int], speeds: dict, force: bool, report: RefreshReport) -> None:
     outcomes = cells.outcomes(category)
     if outcomes.rows == 0:
         return
@@ -415,7 +686,8 @@ def _refresh_plain(*, category: str, cells: VoteCells, config: LeaderboardSettin
                 for k, row in enumerate(result.models, 1)]
         snapshot = _write_snapshot(
             category=category, style_control=False, rows=rows, battles=result.battles, votes_read=result.rows,
-            params={**result.params, "filters": config.filters(), "filter_counts": cells.stats},
+            params={**result.params, "filters": config.filters(), "filter_counts": cells.stats,
+                    "speed_window_days": _speed_window_days()},
             solver=solver, style={}, digest=digest, seconds=time.perf_counter() - started,
             matrices={"names": list(result.names), "battle_counts": _json_matrix(result.battle_counts),
                       "win_fraction": _json_matrix(result.win_fraction, 6),
@@ -427,8 +699,9 @@ def _refresh_plain(*, category: str, cells: VoteCells, config: LeaderboardSettin
     report.written.append(snapshot)
 
 
-def _refresh_style(*, category: str, style: StyleRows, cells: VoteCells, config: LeaderboardSettings,
-                   contenders: dict[str, int], speeds: dict, force: bool, report: RefreshReport) -> None:
+def _refresh_style(*, category: str, style: StyleRows, cells: VoteCells | CategoryTallies,
+                   config: LeaderboardSettings, contenders: dict[str, int], speeds: dict, force: bool,
+                   report: RefreshReport) -> None:
     model_a, model_b, winner, counts_a, counts_b = style.select(category)
     if not model_a:
         return
@@ -498,7 +771,8 @@ def _write_style_snapshot(*, category, fit, style: StyleRows, keep, cells: VoteC
     return _write_snapshot(
         category=category, style_control=True, rows=rows, battles=fit.battles, votes_read=int(outcomes.rows),
         params={**fit.params, "min_votes": config.min_votes, "k_factor": config.elo_k, "filters": config.filters(),
-                "filter_counts": {**cells.stats, "without_style": style.without_style}},
+                "filter_counts": {**cells.stats, "without_style": style.without_style},
+                "speed_window_days": _speed_window_days()},
         solver=fit.solver, style=style_info, digest=digest, seconds=time.perf_counter() - started,
         matrices={"names": [names[k] for k in order],
                   "battle_counts": _json_matrix(battle_count_matrix(pairs)[np.ix_(ordered_index, ordered_index)]),
@@ -555,8 +829,9 @@ def _jsonable(value):
 # Debounced refresh
 
 PENDING_KEY = "leaderboard:refresh:pending"
+STYLE_PENDING_KEY = "leaderboard:refresh:style:pending"
 _pending_lock = threading.Lock()
-_pending_until = 0.0
+_pending_until: dict[str, float] = {}
 _redis_clients: dict[str, object] = {}
 
 
@@ -569,49 +844,56 @@ def _redis(url: str):
     return client
 
 
-def _claim_pending(delay: float) -> bool:
+def _claim_pending(delay: float, key: str = PENDING_KEY) -> bool:
     """True for the first caller in a debounce window: the one that must enqueue the refresh."""
-    global _pending_until
     # The mark expires just as the refresh starts, so a vote cast while it runs schedules the next one.
     if getattr(settings, "REDIS_URL", None):
-        return bool(_redis(settings.REDIS_URL).set(PENDING_KEY, "1", nx=True, px=max(int(delay * 1000), 1)))
+        return bool(_redis(settings.REDIS_URL).set(key, "1", nx=True, px=max(int(delay * 1000), 1)))
     with _pending_lock:
         now = time.monotonic()
-        if now < _pending_until:
+        if now < _pending_until.get(key, 0.0):
             return False
-        _pending_until = now + delay
+        _pending_until[key] = now + delay
         return True
 
 
-def _run_refresh_in_process(categories: list[str] | None = None) -> None:
+def _run_refresh_in_process(categories: list[str] | None = None, style: bool = False) -> None:
     from django.db import close_old_connections
 
     try:
-        leaderboard_refresh(categories=categories)
+        if style:
+            leaderboard_refresh(style_control=True, style_only=True)
+        else:
+            leaderboard_refresh(categories=categories)
     except Exception:
         log.exception("in-process leaderboard refresh failed")
     finally:
         close_old_connections()
 
 
-def schedule_refresh(*, countdown: float | None = None) -> bool:
+def schedule_refresh(*, countdown: float | None = None, style: bool = False) -> bool:
     """Enqueue a leaderboard refresh ``countdown`` seconds from now unless one is already pending.
 
-    Returns True when this call enqueued it. Never raises: a vote must not fail because the
-    broker or Redis is down (the periodic refresh catches up).
+    ``style``: the style-control refresh instead, LEADERBOARD_STYLE_REFRESH_SECONDS from now by
+    default. Returns True when this call enqueued it. Never raises: a vote must not fail because
+    the broker or Redis is down (the periodic refresh catches up).
     """
-    delay = float(getattr(settings, "LEADERBOARD_REFRESH_DEBOUNCE_SECONDS", 30.0) if countdown is None else countdown)
+    if style:
+        default, key = _style_interval(), STYLE_PENDING_KEY
+    else:
+        default, key = getattr(settings, "LEADERBOARD_REFRESH_DEBOUNCE_SECONDS", 30.0), PENDING_KEY
+    delay = float(default if countdown is None else countdown)
     try:
-        if not _claim_pending(delay):
+        if not _claim_pending(delay, key):
             return False
         if getattr(settings, "GENERATION_IN_PROCESS", False):
-            timer = threading.Timer(delay, _run_refresh_in_process)
+            timer = threading.Timer(delay, _run_refresh_in_process, kwargs={"style": style})
             timer.daemon = True
             timer.start()
         else:
-            from leaderboard.tasks import refresh
+            from leaderboard.tasks import refresh, refresh_style
 
-            refresh.apply_async(countdown=delay)
+            (refresh_style if style else refresh).apply_async(countdown=delay)
         return True
     except Exception:
         log.exception("could not schedule a leaderboard refresh")

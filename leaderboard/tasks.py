@@ -26,6 +26,25 @@ def refresh(categories: list[str] | None = None) -> dict:
     return summary
 
 
+@shared_task(name="leaderboard.refresh_style", ignore_result=True, soft_time_limit=3600, time_limit=3700)
+def refresh_style() -> dict:
+    """Rate the style-control snapshots of every category whose votes changed.
+
+    Scheduled by the refresh at most once per LEADERBOARD_STYLE_REFRESH_SECONDS (the style fit and
+    its bootstrap cost far more than the plain ratings); with nothing new it returns at once.
+    """
+    from django.conf import settings
+
+    from leaderboard.services import leaderboard_refresh, schedule_refresh
+
+    report = leaderboard_refresh(style_control=True, style_only=True)
+    if report.busy:
+        schedule_refresh(style=True, countdown=getattr(settings, "LEADERBOARD_REFRESH_DEBOUNCE_SECONDS", 30.0))
+    summary = report.summary()
+    log.info("leaderboard.refresh_style: %s", summary)
+    return summary
+
+
 @shared_task(name="leaderboard.record_vote", ignore_result=True, soft_time_limit=60, time_limit=90)
 def record_vote(vote_id: int) -> None:
     """After a vote commits: move online Elo at once, and ask for a debounced snapshot refresh.

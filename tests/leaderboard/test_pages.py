@@ -33,6 +33,7 @@ def board(arena, quick):
                     parameter_count_b=Decimal("13"), flavour="chat")
     arena.contender("delta")
     quick.LEADERBOARD_STYLE_CONTROL = True
+    quick.LEADERBOARD_STYLE_REFRESH_SECONDS = 0  # style control inline, with the plain ratings
     quick.LEADERBOARD_STYLE_BOOTSTRAP_ROUNDS = 0
     arena.votes(simulate_votes(STRENGTHS, 400, seed=5), rater=arena.user("voter"), answers=markdown_answer)
     # Few votes for a newcomer: provisional.

@@ -287,6 +287,7 @@ def markdown_answer(k: int) -> tuple[str, str]:
 def test_style_control_snapshot_equals_the_engine_on_the_same_answers(arena, quick):
     quick.LEADERBOARD_STYLE_CONTROL = True
     quick.LEADERBOARD_STYLE_BOOTSTRAP_ROUNDS = 5
+    quick.LEADERBOARD_STYLE_REFRESH_SECONDS = 0  # style control inline, with the plain ratings
     rater = arena.user("r1")
     votes = simulate_votes(STRENGTHS, 300, seed=12)
     arena.votes(votes, rater=rater, answers=markdown_answer)
@@ -341,7 +342,7 @@ def test_schedule_refresh_enqueues_once_per_window(redis_client, settings):
 def test_schedule_refresh_without_redis_uses_an_in_process_mark(settings, monkeypatch, redis_client):
     # Only the pending mark moves into the process; the task still goes to the broker.
     settings.REDIS_URL = None
-    monkeypatch.setattr(services, "_pending_until", 0.0)
+    monkeypatch.setattr(services, "_pending_until", {})
     queued = redis_client.llen("celery")
     assert schedule_refresh(countdown=60) is True
     assert schedule_refresh(countdown=60) is False

@@ -3,11 +3,15 @@
     python manage.py refresh_leaderboard
     python manage.py refresh_leaderboard --bootstrap 200 --category overall --category coding
     python manage.py refresh_leaderboard --rebuild-elo --force
+    python manage.py refresh_leaderboard --rebuild-tallies
 """
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import F
 
+from leaderboard.models import InputVersion, TallyState
+from leaderboard.selectors import LeaderboardSettings
 from leaderboard.services import elo_rebuild, leaderboard_refresh
 
 
@@ -23,14 +27,21 @@ class Command(BaseCommand):
         parser.add_argument("--category", action="append", default=None, metavar="C",
                             help="overall, multi-turn, long-prompts, coding or lang-<code>; repeatable "
                                  "(default: every category with enough votes)")
-        parser.add_argument("--no-style", action="store_true", help="skip the style-control variant")
+        parser.add_argument("--no-style", action="store_true",
+                            help="skip the style-control variant (rated here otherwise, not left to its own task)")
         parser.add_argument("--force", action="store_true", help="write snapshots even where nothing changed")
         parser.add_argument("--rebuild-elo", action="store_true", help="replay online Elo from all votes first")
+        parser.add_argument("--rebuild-tallies", action="store_true",
+                            help="count every vote again instead of the changes the triggers queued (after "
+                                 "loading rows with triggers off, e.g. a restore with session_replication_role)")
 
     def handle(self, *args, **options):
         for name in ("bootstrap", "style_bootstrap"):
             if options[name] is not None and options[name] < 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be >= 0")
+        if options["rebuild_tallies"]:
+            TallyState.objects.update_or_create(pk=1, defaults={"stale": True})
+            InputVersion.objects.filter(pk=1).update(version=F("version") + 1)
         if options["rebuild_elo"]:
             replayed = elo_rebuild()
             self.stdout.write(f"online Elo replayed from {replayed:,} votes")
@@ -38,7 +49,7 @@ class Command(BaseCommand):
             report = leaderboard_refresh(
                 categories=options["category"], bootstrap_rounds=options["bootstrap"],
                 style_bootstrap_rounds=options["style_bootstrap"], seed=options["seed"],
-                style_control=False if options["no_style"] else None, force=options["force"],
+                style_control=not options["no_style"] and LeaderboardSettings.load().style_control, force=options["force"],
             )
         except ValueError as error:
             raise CommandError(str(error)) from error
