@@ -15,10 +15,10 @@ from arena import metrics, roles
 from arena.asyncdb import db_async
 from arena.logs import battle_context
 from arena.models import ArenaModel, GenerationStatus
-from arena.selectors import battle_for_rater, battle_state, current_generation_ids
+from arena.selectors import battle_for_rater, battle_snapshot, current_generation_ids
 from arena.services.battles import (
-    BattleError, battle_group, battle_reveal, battle_start, battle_start_named, prompt_check, turn_regenerate,
-    turn_stop, turn_submit, vote_cast,
+    BattleError, battle_group, battle_start, battle_start_named, battle_start_with_turn, group_for, prompt_check,
+    turn_regenerate, turn_send, turn_stop, vote_and_reveal,
 )
 from workers.dispatch import enqueue
 from workers.tasks import stream_contender
@@ -125,20 +125,25 @@ class BattleConsumer(JsonFramesConsumer):
             await self.send_json({"type": "error", "code": "unavailable",
                                   "message": "The arena cannot save that right now. Try again in a moment."})
 
-    async def _follow(self, battle) -> None:
-        if self.group:
+    async def _join(self, group: str) -> None:
+        if self.group and self.group != group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        self.battle = battle
-        self.group = battle_group(battle)
+        self.group = group
         # Join before reading state: deltas after the snapshot arrive live, older ones are dropped.
         await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def _follow(self, battle) -> None:
+        await self._join(battle_group(battle))
+        self.battle = battle
 
     async def _refresh_following(self) -> None:
         self.following = await db_async(current_generation_ids)(battle=self.battle)
 
-    async def _send_state(self) -> None:
-        await self._refresh_following()
-        state = await db_async(battle_state)(battle=self.battle)
+    async def _send_state(self, *, generations=None) -> None:
+        if generations is None:
+            state, self.following = await db_async(battle_snapshot)(battle=self.battle)
+        else:
+            state, self.following = battle_snapshot(battle=self.battle, generations=generations)  # no I/O
         self.seen_seq = {"a": 0, "b": 0}
         if state["turns"]:
             last = state["turns"][-1]
@@ -150,14 +155,31 @@ class BattleConsumer(JsonFramesConsumer):
                     self.seen_seq[side] = float("inf")
         await self.send_json({"type": "state", **state})
 
-    async def on_new(self, content):
-        if self.named:
-            battle = await db_async(battle_start_named)(
-                rater=self.user, model_a_id=content.get("model_a"), model_b_id=content.get("model_b"))
-        else:
-            battle = await db_async(battle_start)(rater=self.user)
-        await self._follow(battle)
-        await self._send_state()
+    async def on_new(self, content, *, prompt: str | None = None):
+        """Start a battle (with ``prompt``: and its first turn, in one step); returns the turn sent, if any."""
+        # The new battle's group is joined before its row exists, so nothing it ever sends is missed.
+        public_id = uuid.uuid4()
+        previous = self.group
+        await self.channel_layer.group_add(group_for(public_id), self.channel_name)
+        sent = None
+        try:
+            if self.named:
+                battle = await db_async(battle_start_named)(
+                    rater=self.user, model_a_id=content.get("model_a"), model_b_id=content.get("model_b"),
+                    public_id=public_id)
+            elif prompt is None:
+                battle = await db_async(battle_start)(rater=self.user, public_id=public_id)
+            else:
+                sent = await db_async(battle_start_with_turn)(rater=self.user, prompt=prompt, public_id=public_id)
+                battle = sent.turn.battle
+        except BaseException:
+            await self.channel_layer.group_discard(group_for(public_id), self.channel_name)
+            raise
+        if previous:
+            await self.channel_layer.group_discard(previous, self.channel_name)
+        self.group, self.battle = group_for(public_id), battle
+        await self._send_state(generations=[])  # a battle just created has no answers to read yet
+        return sent
 
     async def on_resume(self, content):
         try:
@@ -176,12 +198,12 @@ class BattleConsumer(JsonFramesConsumer):
         if self.battle is None:
             if self.named:
                 raise BattleError("Pick two models first.", code="pick_models")
-            await self.on_new(content)
-        turn = await db_async(turn_submit)(battle=self.battle, rater=self.user,
-                                                         prompt=content.get("text"))
-        await self._refresh_following()
+            sent = await self.on_new(content, prompt=content["text"])
+        else:
+            sent = await db_async(turn_send)(battle=self.battle, rater=self.user, prompt=content.get("text"))
+        self.following = {side: sent.generations.get(side) for side in ("a", "b")}
         self.seen_seq = {"a": 0, "b": 0}
-        await self.send_json({"type": "turn", "index": turn.index, "prompt": turn.prompt})
+        await self.send_json({"type": "turn", "index": sent.turn.index, "prompt": sent.turn.prompt})
 
     async def on_stop(self, content):
         stopped = 0
@@ -200,8 +222,7 @@ class BattleConsumer(JsonFramesConsumer):
     async def on_vote(self, content):
         if self.battle is None:
             raise BattleError("There is no battle to vote on.", code="no_battle")
-        await db_async(vote_cast)(battle=self.battle, rater=self.user, winner=content.get("winner"))
-        revealed = await db_async(battle_reveal)(battle=self.battle, rater=self.user)
+        revealed = await db_async(vote_and_reveal)(battle=self.battle, rater=self.user, winner=content.get("winner"))
         await self.send_json({"type": "reveal", "winner": content.get("winner"), "sides": {
             r.side: {"name": r.display_name, "organisation": r.organisation, "preset": r.preset,
                      "ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms} for r in revealed}})

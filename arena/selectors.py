@@ -67,16 +67,29 @@ def battle_state(*, battle) -> dict:
     Answers still streaming come from the live partial record with its sequence number, so the
     client can apply only newer deltas.
     """
+    return battle_snapshot(battle=battle)[0]
+
+
+def battle_snapshot(*, battle, generations=None) -> tuple[dict, dict[str, int | None]]:
+    """``battle_state`` and ``current_generation_ids`` from one read of the battle's generations.
+
+    ``generations`` may be given instead of read (an empty list for a battle just created).
+    """
     from arena.models import BattleStatus, Generation, GenerationStatus
     from arena.services.generation import partial_name
     from workers import partials
 
+    if generations is None:
+        generations = (Generation.objects.filter(turn__battle=battle).select_related("turn")
+                       .order_by("turn__index", "side"))
     turns: dict[int, dict] = {}
-    generations = (Generation.objects.filter(turn__battle=battle).select_related("turn")
-                   .order_by("turn__index", "side"))
-    for generation in generations:
+    following: dict[str, int | None] = {"a": None, "b": None}
+    for generation in generations:  # by turn: the last turn's ids are left in ``following``
+        if generation.turn.index not in turns:
+            following = {"a": None, "b": None}
         turn = turns.setdefault(generation.turn.index, {"index": generation.turn.index,
                                                         "prompt": generation.turn.prompt})
+        following[generation.side] = generation.pk
         # A stopped side whose worker has not stored its text yet still has it only in the partial.
         stop_pending = generation.status == GenerationStatus.STOPPED and generation.finished_at is None
         if generation.status in (GenerationStatus.QUEUED, GenerationStatus.STREAMING) or stop_pending:
@@ -95,7 +108,7 @@ def battle_state(*, battle) -> dict:
     if not battle.anonymous:
         # Named side-by-side mode: the user picked these two, so their names are no secret.
         state["names"] = {"a": battle.model_a.display_name, "b": battle.model_b.display_name}
-    return state
+    return state, following
 
 
 def battles_of_rater(*, rater, limit: int = 200):

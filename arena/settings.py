@@ -74,14 +74,21 @@ TEMPLATES = [
 
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
-    # A connection pool per process (psycopg_pool): consumers and worker threads hand their
-    # connection back after each call instead of opening a new one (5 ms each on loopback).
-    # Django refuses a pool together with persistent connections, so DB_CONN_MAX_AGE wins if set.
-    # Off unless sized: with a pool, a dead database makes callers wait DB_POOL_TIMEOUT_SECONDS.
-    DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0)
+    # A connection pool per process (psycopg_pool), on by default: consumers, views and worker
+    # threads take a connection for each unit of work and hand it back, instead of opening a new
+    # one every time (5 ms each on loopback, plus a backend process forked by PostgreSQL).
+    # Size it for the threads of one process that use the database at the same moment; a
+    # streaming worker holds one only while it reads or writes. DB_POOL_MAX_SIZE=0 turns it off
+    # (e.g. behind PgBouncer), and DB_CONN_MAX_AGE > 0 (persistent connections) wins over it:
+    # Django refuses both at once. A checked-out connection is first checked with an empty query,
+    # so one broken by a database restart is replaced instead of failing a request. With the
+    # database down, a caller gets an OperationalError after DB_POOL_TIMEOUT_SECONDS.
+    DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 20)
     if DB_POOL_MAX_SIZE > 0 and not DATABASES["default"]["CONN_MAX_AGE"]:
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+            "min_size": min(2, DB_POOL_MAX_SIZE), "max_size": DB_POOL_MAX_SIZE,
+            "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 3.0),
         }
 else:
     (BASE_DIR / "var").mkdir(exist_ok=True)

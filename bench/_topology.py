@@ -78,6 +78,16 @@ def tail(path: Path, chars: int = 3000) -> str:
         return "(no log)"
 
 
+def production_database_env() -> dict[str, str]:
+    """The DB_* variables docker/env.example sets (not its commented defaults): what production runs."""
+    found = {}
+    for line in (ROOT / "docker" / "env.example").read_text().splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.startswith("DB_") and not name.startswith("#"):
+            found[name] = value
+    return found
+
+
 class Stack:
     def __init__(self, *, prefix: str = "arena-bench-") -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
@@ -142,7 +152,11 @@ class Stack:
     # ------------------------------------------------------------------ services
 
     def start_services(self, **extra_env: str) -> None:
-        """PostgreSQL and Redis, the environment every process shares, Django in this process, migrate."""
+        """PostgreSQL and Redis, the environment every process shares, Django in this process, migrate.
+
+        The database settings are production's: those docker/env.example sets (the connection pool),
+        unless ``extra_env`` says otherwise.
+        """
         database_url = self.postgres.start()
         redis_url = self.redis.start()
         if not database_url or not redis_url:
@@ -156,6 +170,7 @@ class Stack:
             "CSRF_COOKIE_SECURE": "false",
             "LOG_LEVEL": "WARNING",
             "DJANGO_SETTINGS_MODULE": "arena.settings",
+            **production_database_env(),
             **extra_env,
         }
         os.environ.update(self.env)
@@ -215,11 +230,12 @@ class Stack:
         say(f"uvicorn on {base}")
         return base
 
-    def start_celery(self, *, concurrency: int = 128) -> None:
-        proc, log = self.spawn("celery", [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "threads",
-                                          "--concurrency", str(concurrency), "--loglevel", "INFO",
-                                          "--without-gossip", "--without-mingle", "--without-heartbeat",
-                                          "-n", f"bench-{os.getpid()}@%h"])
+    def start_celery(self, *, concurrency: int = 128, name: str = "celery") -> None:
+        """A Celery worker on the thread pool; ``name`` (its log and CPU line) tells several apart."""
+        proc, log = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "threads",
+                                      "--concurrency", str(concurrency), "--loglevel", "INFO",
+                                      "--without-gossip", "--without-mingle", "--without-heartbeat",
+                                      "-n", f"bench-{name}-{os.getpid()}@%h"])
         deadline = time.monotonic() + 60
         while "ready." not in tail(log, 100_000):
             if proc.poll() is not None:

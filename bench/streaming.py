@@ -20,7 +20,7 @@ Exits non-zero if anything was lost, reordered, mismatched or failed; the speed 
 not enforced.
 
     .venv/bin/python bench/streaming.py [--battles 50] [--tokens 200] [--tokens-per-second 100]
-                                        [--ttft-ms 50] [--ramp-s 1.0] [--concurrency 128]
+                                        [--ttft-ms 50] [--ramp-s 1.0] [--concurrency 128] [--workers 1]
                                         [--db-conn-max-age SECONDS]
 """
 from __future__ import annotations
@@ -443,7 +443,8 @@ def report(args, direct: list[Stream], runs: list[BattleRun], integrity: Integri
     added99 = percentile(a_ttft, 0.99) - percentile(d_ttft, 0.99)
 
     print(f"Streaming through the arena: {args.battles} battles ({2 * args.battles} streams) over real WebSockets to "
-          f"uvicorn, Celery worker (threads, concurrency {args.concurrency}), Redis, PostgreSQL; loopback.")
+          f"uvicorn, {args.workers} Celery worker process(es) (threads, concurrency {args.concurrency}), Redis, "
+          "PostgreSQL; loopback.")
     print(f"Emulated model (TGI chat): TTFT {args.ttft_ms:g} ms, {args.tokens_per_second:g} tokens/s, "
           f"{args.tokens} tokens. Prompts spread evenly over {args.ramp_s:g} s; direct baseline: "
           f"{2 * args.battles} httpx streams on the same schedule.")
@@ -518,13 +519,16 @@ def main() -> int:
     parser.add_argument("--ttft-ms", type=float, default=50.0, help="the emulated model's time to first token")
     parser.add_argument("--ramp-s", type=float, default=1.0,
                         help="spread the prompts evenly over this many seconds (0: all at once)")
-    parser.add_argument("--concurrency", type=int, default=128, help="Celery worker threads")
+    parser.add_argument("--concurrency", type=int, default=128, help="Celery worker threads (per worker process)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Celery worker processes (production scales generation by adding them)")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="give up on a battle after this long")
     parser.add_argument("--db-conn-max-age", type=int, default=None, metavar="SECONDS",
-                        help="DB_CONN_MAX_AGE for the web and worker processes; unset keeps the settings' default, 0")
+                        help="DB_CONN_MAX_AGE for the web and worker processes (above 0: persistent connections instead of "
+                             "the pool docker/env.example sets); unset keeps production's settings")
     args = parser.parse_args()
-    if args.battles < 1 or args.tokens < 2:
-        parser.error("--battles must be at least 1 and --tokens at least 2")
+    if args.battles < 1 or args.tokens < 2 or args.workers < 1:
+        parser.error("--battles and --workers must be at least 1 and --tokens at least 2")
 
     from workers.emulator import EmulatedModel
 
@@ -543,7 +547,8 @@ def main() -> int:
             warmup = [BattleRun(index=0, cookie=session_cookie_for(users[-1]))]
             runs = [BattleRun(index=i, cookie=session_cookie_for(user)) for i, user in enumerate(users[:-1])]
             web_url = stack.start_uvicorn()
-            stack.start_celery(concurrency=args.concurrency)
+            for number in range(args.workers):
+                stack.start_celery(concurrency=args.concurrency, name="celery" if number == 0 else f"celery{number + 1}")
             url, body = request_of(contenders[0])
             if request_of(contenders[1])[1] != body:
                 raise StackError("the two contenders would not send the same request")
@@ -570,7 +575,8 @@ def main() -> int:
             votes = check_votes(runs)
             reference = next((s.text for s in direct if s.done and not s.error), None)
             same_output = sum(1 for run in runs for s in run.sides.values() if reference and s.text == reference)
-            logs = {"over_capacity": stack.log_count("celery", "channels over capacity"),
+            workers = ["celery"] + [f"celery{n + 1}" for n in range(1, args.workers)]
+            logs = {"over_capacity": sum(stack.log_count(name, "channels over capacity") for name in workers),
                     "read_timeouts": stack.log_count("uvicorn", "redis.exceptions.TimeoutError")}
             report(args, direct, runs, integrity, segments, votes, same_output, load_before, logs, cpu, wall)
             sent, reveals, stored, matching = votes

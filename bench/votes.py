@@ -437,7 +437,8 @@ def main() -> int:
                         help="also run a Celery worker that consumes the rating updates the votes enqueue")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="longest wait for any one answer")
     parser.add_argument("--db-conn-max-age", type=int, default=None, metavar="SECONDS",
-                        help="DB_CONN_MAX_AGE for this process and the web process; unset keeps the settings' default, 0")
+                        help="DB_CONN_MAX_AGE for this process and the web process (above 0: persistent connections instead "
+                             "of the pool docker/env.example sets); unset keeps production's settings")
     args = parser.parse_args()
     if args.votes < 1 or args.threads < 1 or args.ws_votes < 0 or args.ws_connections < 1 or args.storm_size < 2:
         parser.error("--votes, --threads and --ws-connections must be at least 1, --storm-size at least 2")

@@ -8,10 +8,32 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 pytest_plugins = ["tests.fixtures.services", "tests.fixtures.emulator", "tests.fixtures.registry"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 _skipped: list[str] = []
+
+
+def _close_connection_pools() -> None:
+    from django.db import connections
+
+    connections.close_all()
+    for conn in connections.all(initialized_only=True):
+        if getattr(conn, "pool", None) is not None:
+            conn.close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connection_pool():
+    """Each test ends with its own connection pool closed (PostgreSQL pools by default).
+
+    Threads a test starts and leaves (``asyncio.to_thread``, a new event loop's executor) take
+    their pooled connection with them; over a whole session that would drain the pool.
+    """
+    yield
+    _close_connection_pools()
 
 
 def pytest_runtest_logreport(report):

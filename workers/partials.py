@@ -30,13 +30,21 @@ def _key(name: str) -> str:
     return f"arena:partial:{name}"
 
 
+# One atomic command per batch instead of a MULTI of four (every published batch runs it).
+_RECORD = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('APPEND', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+"""
+_record_script = None
+
+
 def record(name: str, seq: int, text: str) -> None:
+    global _record_script
     if settings.REDIS_URL:
-        pipe = _redis().pipeline(transaction=True)
-        pipe.set(_key(name) + ":seq", seq, ex=TTL_SECONDS)
-        pipe.append(_key(name) + ":text", text)
-        pipe.expire(_key(name) + ":text", TTL_SECONDS)
-        pipe.execute()
+        if _record_script is None:
+            _record_script = _redis().register_script(_RECORD)
+        _record_script(keys=[_key(name) + ":seq", _key(name) + ":text"], args=[seq, text, TTL_SECONDS])
         return
     with _local_lock:
         old_seq, old_text = _local.get(name, (0, ""))

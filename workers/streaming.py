@@ -76,7 +76,7 @@ class DeltaPublisher:
         self.interval_s = interval_ms / 1000.0
         self.seq = start_seq
         self._pending: list[str] = []
-        self._last_flush = time.monotonic()
+        self._last_flush = float("-inf")  # the first text goes out at once: it is the time to first token
         self._in_flight: Future | None = None
         # (group, event) -> Future | None; subclasses may wrap it to add fields to every event.
         self._send = group_send_nowait
@@ -107,10 +107,14 @@ class DeltaPublisher:
             future, self._in_flight = self._in_flight, None
             future.result(SEND_TIMEOUT_S)
 
-    def final(self, event: dict) -> None:
-        """Send what is pending, then ``event``, and return once both are sent."""
+    def drain(self) -> None:
+        """Send what is pending and return once every batch so far is sent."""
         self.flush()
         self._wait_sent()
+
+    def final(self, event: dict) -> None:
+        """Send what is pending, then ``event``, and return once both are sent."""
+        self.drain()
         self._in_flight = self._send(self.group, {"side": self.side, "seq": self.seq, **event})
         self._wait_sent()
 

@@ -9,7 +9,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from arena import metrics
@@ -34,20 +35,26 @@ class BattleError(Exception):
 
 
 def battle_group(battle: Battle) -> str:
-    return f"battle.{battle.public_id.hex}"
+    return group_for(battle.public_id)
 
 
-def battle_start(*, rater, rng: random.Random | None = None) -> Battle:
+def group_for(public_id: uuid.UUID) -> str:
+    """The battle's channel-layer group, from its public id alone (before its row exists)."""
+    return f"battle.{public_id.hex}"
+
+
+def battle_start(*, rater, rng: random.Random | None = None, public_id: uuid.UUID | None = None) -> Battle:
+    """A new anonymous battle; ``public_id`` lets the caller join its group before it exists."""
     contenders = {c.pk: c for c in contenders_offerable()}
     try:
         a_id, b_id = sample_pair({pk: c.sampling_weight for pk, c in contenders.items()}, rng or _system_random)
     except NotEnoughContenders as exc:
         raise BattleError(f"No battle can start right now: {exc}", code="no_contenders") from None
-    return Battle.objects.create(public_id=uuid.uuid4(), rater=rater, model_a=contenders[a_id],
+    return Battle.objects.create(public_id=public_id or uuid.uuid4(), rater=rater, model_a=contenders[a_id],
                                  model_b=contenders[b_id])
 
 
-def battle_start_named(*, rater, model_a_id, model_b_id) -> Battle:
+def battle_start_named(*, rater, model_a_id, model_b_id, public_id: uuid.UUID | None = None) -> Battle:
     """A side-by-side battle between two contenders the user picked by name.
 
     Stored with ``anonymous=False`` so that it never counts towards the default ratings.
@@ -61,7 +68,7 @@ def battle_start_named(*, rater, model_a_id, model_b_id) -> Battle:
     missing = [pk for pk in (model_a_id, model_b_id) if pk not in contenders]
     if missing:
         raise BattleError("That model is not available right now; pick another one.", code="unknown_model")
-    return Battle.objects.create(public_id=uuid.uuid4(), rater=rater, model_a=contenders[model_a_id],
+    return Battle.objects.create(public_id=public_id or uuid.uuid4(), rater=rater, model_a=contenders[model_a_id],
                                  model_b=contenders[model_b_id], anonymous=False)
 
 
@@ -93,40 +100,78 @@ def prompt_check(prompt) -> None:
                           code="bad_characters")
 
 
+@dataclass(frozen=True)
+class SentTurn:
+    """A stored turn and the ids of its two queued generations by side (what a client follows)."""
+
+    turn: Turn
+    generations: dict[str, int]
+
+
 def turn_submit(*, battle: Battle, rater, prompt: str) -> Turn:
     """Store the rater's prompt and one queued generation per side; enqueue both on commit."""
-    from workers.dispatch import enqueue
-    from workers.tasks import generate
+    return turn_send(battle=battle, rater=rater, prompt=prompt).turn
 
+
+def turn_send(*, battle: Battle, rater, prompt: str) -> SentTurn:
+    """``turn_submit``, also returning the new generations' ids (so nobody has to read them back)."""
     _check_owner(battle, rater)
     prompt_check(prompt)
     with transaction.atomic():
-        battle = Battle.objects.select_for_update().get(pk=battle.pk)
+        # The contenders and presets come with the lock: each side's decoding parameters are copied below.
+        battle = (Battle.objects.select_for_update(of=("self",)).select_related("model_a__preset", "model_b__preset")
+                  .get(pk=battle.pk))
         if battle.status != BattleStatus.ACTIVE:
             raise BattleError("This battle is over; start a new one.", code="battle_closed")
         last = battle.turns.order_by("-index").first()
         if last is not None:
-            if last.generations.filter(status=GenerationStatus.STOPPED).exists():
+            statuses = set(last.generations.values_list("status", flat=True))
+            if GenerationStatus.STOPPED in statuses:
                 raise BattleError("The last answers were stopped: regenerate them or start a new battle.",
                                   code="stopped")
-            if last.generations.exclude(status=GenerationStatus.DONE).exists():
+            if statuses - {GenerationStatus.DONE}:
                 raise BattleError("Wait for both answers before sending the next prompt.", code="busy")
             if last.index >= settings.ARENA_MAX_TURNS:
                 raise BattleError(f"This battle reached its limit of {settings.ARENA_MAX_TURNS} turns; vote or "
                                   "start a new one.", code="turn_limit")
-        since = timezone.now() - timedelta(minutes=1)
-        recent = Turn.objects.filter(battle__rater=rater, created_at__gte=since).count()
-        if recent >= settings.ARENA_PROMPTS_PER_MINUTE:
-            raise BattleError("You are sending prompts too fast; wait a minute.", code="rate_limited")
-        turn = Turn.objects.create(battle=battle, index=(last.index + 1) if last else 1, prompt=prompt)
-        generations = [
-            Generation.objects.create(turn=turn, side=side, contender=contender,
-                                      decoding_params=contender.preset.params().as_dict())
-            for side, contender in ((Side.A, battle.model_a), (Side.B, battle.model_b))
-        ]
-        for generation in generations:
-            transaction.on_commit(lambda pk=generation.pk: enqueue(generate, pk))
-    return turn
+        return _turn_create(battle, rater, prompt, index=(last.index + 1) if last else 1)
+
+
+def battle_start_with_turn(*, rater, prompt: str, rng: random.Random | None = None,
+                           public_id: uuid.UUID | None = None) -> SentTurn:
+    """``battle_start`` and its first ``turn_submit`` in one transaction (``sent.turn.battle`` is the battle).
+
+    Nobody else can see the battle before it commits, so there is nothing to lock or check but the
+    prompt and the rater's rate limit; a prompt refused either way starts no battle.
+    """
+    prompt_check(prompt)
+    with transaction.atomic():
+        battle = battle_start(rater=rater, rng=rng, public_id=public_id)
+        return _turn_create(battle, rater, prompt, index=1)
+
+
+def _turn_create(battle: Battle, rater, prompt: str, *, index: int) -> SentTurn:
+    """Inside the caller's transaction: the rate limit, the turn, its generations, their tasks on commit."""
+    from workers.dispatch import enqueue
+    from workers.tasks import generate
+
+    since = timezone.now() - timedelta(minutes=1)
+    recent = Turn.objects.filter(battle__rater=rater, created_at__gte=since).count()
+    if recent >= settings.ARENA_PROMPTS_PER_MINUTE:
+        raise BattleError("You are sending prompts too fast; wait a minute.", code="rate_limited")
+    turn = Turn.objects.create(battle=battle, index=index, prompt=prompt)
+    generations = _queue_generations(battle, turn)
+    for generation in generations:
+        transaction.on_commit(lambda pk=generation.pk: enqueue(generate, pk))
+    return SentTurn(turn=turn, generations={g.side: g.pk for g in generations})
+
+
+def _queue_generations(battle: Battle, turn: Turn) -> list[Generation]:
+    """One queued generation per side, in one INSERT (the ids come back with it)."""
+    return Generation.objects.bulk_create([
+        Generation(turn=turn, side=side, contender=contender, decoding_params=contender.preset.params().as_dict())
+        for side, contender in ((Side.A, battle.model_a), (Side.B, battle.model_b))
+    ])
 
 
 def turn_stop(*, battle: Battle, rater) -> int:
@@ -187,11 +232,7 @@ def turn_regenerate(*, battle: Battle, rater) -> list[Generation]:
             raise BattleError("You are regenerating too fast; wait a minute.", code="rate_limited")
         old = list(Generation.objects.select_for_update(of=("self",)).order_by("side").filter(turn=last))
         Generation.objects.filter(pk__in=[g.pk for g in old]).delete()
-        generations = [
-            Generation.objects.create(turn=last, side=side, contender=contender,
-                                      decoding_params=contender.preset.params().as_dict())
-            for side, contender in ((Side.A, battle.model_a), (Side.B, battle.model_b))
-        ]
+        generations = _queue_generations(battle, last)
         # Announced before the new tasks start, so every follower clears the old text first.
         transaction.on_commit(lambda: _broadcast(battle, {
             "type": "turn.regenerated", "index": last.index,
@@ -201,48 +242,66 @@ def turn_regenerate(*, battle: Battle, rater) -> list[Generation]:
     return generations
 
 
-def battle_is_complete(battle: Battle) -> bool:
-    generations = Generation.objects.filter(turn__battle=battle)
-    return generations.exists() and not generations.exclude(status=GenerationStatus.DONE).exists()
-
-
 def vote_cast(*, battle: Battle, rater, winner: str) -> Vote:
+    return _vote(battle=battle, rater=rater, winner=winner, names=False)[0]
+
+
+def vote_and_reveal(*, battle: Battle, rater, winner: str) -> list[RevealedSide]:
+    """``vote_cast`` then ``battle_reveal`` in one go, the names from the rows the vote already read."""
+    _vote_row, locked, answers = _vote(battle=battle, rater=rater, winner=winner, names=True)
+    return _revealed(locked, answers)
+
+
+def _vote(*, battle: Battle, rater, winner: str, names: bool) -> tuple[Vote, Battle, list[tuple]]:
     if winner not in Winner.values:
         raise BattleError(f"Unknown vote {winner!r}.", code="bad_vote")
     _check_owner(battle, rater)
     with transaction.atomic():
-        battle = Battle.objects.select_for_update().get(pk=battle.pk)
+        # The lock first: every check on the answers below reads what committed before it (a stop,
+        # a regeneration). The same statement counts the rater's votes of the last day (the cap
+        # needs no lock) and, when they are to be revealed, loads the contenders.
+        day_start = timezone.now() - timedelta(days=1)
+        votes_today = (Vote.objects.filter(rater=rater, created_at__gte=day_start).order_by().values("rater")
+                       .annotate(n=Count("pk")).values("n"))
+        locked = Battle.objects.select_for_update(of=("self",)).annotate(
+            votes_today=Coalesce(Subquery(votes_today), 0))
+        battle = (locked.select_related("model_a__preset", "model_b__preset") if names else locked).get(pk=battle.pk)
         if battle.status == BattleStatus.VOTED or battle.revealed_at is not None:
             raise BattleError("This battle already has a vote.", code="already_voted")
         if battle.status == BattleStatus.FAILED:
             raise BattleError("A side failed in this battle, so it cannot be voted on.", code="battle_failed")
-        # One query for every check on the answers (votes per second depend on round trips).
-        answers = Generation.objects.filter(turn__battle=battle).aggregate(
-            total=Count("pk"), stopped=Count("pk", filter=Q(status=GenerationStatus.STOPPED)),
-            unfinished=Count("pk", filter=~Q(status=GenerationStatus.DONE)), last_finish=Max("finished_at"))
-        if answers["stopped"]:
+        # One query for every check on the answers and for the reveal (votes per second depend on round trips).
+        answers = _answers(battle)
+        statuses = {status for _index, _side, status, *_rest in answers}
+        if GenerationStatus.STOPPED in statuses:
             raise BattleError("Stopped answers cannot be voted on: regenerate them or start a new battle.",
                               code="stopped")
-        if not answers["total"] or answers["unfinished"]:
+        if not answers or statuses != {GenerationStatus.DONE}:
             raise BattleError("Wait until both answers are finished before voting.", code="not_finished")
-        day_start = timezone.now() - timedelta(days=1)
-        if Vote.objects.filter(rater=rater, created_at__gte=day_start).count() >= settings.ARENA_DAILY_VOTE_CAP:
+        if battle.votes_today >= settings.ARENA_DAILY_VOTE_CAP:
             raise BattleError("You reached today's vote limit. Thank you!", code="vote_cap")
-        last_finish = answers["last_finish"]
+        last_finish = max((finished for *_head, finished, _ttft, _tpot in answers if finished), default=None)
+        now = timezone.now()
         try:
             # No savepoint: on a conflict the whole transaction is rolled back by the error below.
             vote = Vote.objects.create(
                 battle=battle, rater=rater, winner=winner,
-                seconds_after_completion=(timezone.now() - last_finish).total_seconds() if last_finish else None,
+                seconds_after_completion=(now - last_finish).total_seconds() if last_finish else None,
             )
         except IntegrityError:
             raise BattleError("This battle already has a vote.", code="already_voted") from None
         battle.status = BattleStatus.VOTED
-        battle.revealed_at = timezone.now()
-        battle.save(update_fields=["status", "revealed_at"])
+        battle.revealed_at = now
+        Battle.objects.filter(pk=battle.pk).update(status=battle.status, revealed_at=now)
         transaction.on_commit(lambda: metrics.record_vote(winner=winner))
         transaction.on_commit(lambda: _vote_counted(vote.pk))
-    return vote
+    return vote, battle, answers
+
+
+def _answers(battle: Battle) -> list[tuple]:
+    """(turn index, side, status, finished_at, ttft ms, tpot ms) of every answer, by turn."""
+    return list(Generation.objects.filter(turn__battle=battle).order_by("turn__index", "side").values_list(
+        "turn__index", "side", "status", "finished_at", "time_to_first_token_ms", "time_per_output_token_ms"))
 
 
 def _vote_counted(vote_id: int) -> None:
@@ -273,11 +332,15 @@ def battle_reveal(*, battle: Battle, rater) -> list[RevealedSide]:
     battle = Battle.objects.select_related("model_a__preset", "model_b__preset").get(pk=battle.pk)
     if battle.revealed_at is None:
         raise BattleError("Names are revealed after the vote.", code="not_revealed")
+    return _revealed(battle, _answers(battle))
+
+
+def _revealed(battle: Battle, answers: list[tuple]) -> list[RevealedSide]:
+    last = {side: (ttft, tpot) for _index, side, _status, _finished, ttft, tpot in answers}  # the last turn wins
     revealed = []
     for side, contender in ((Side.A, battle.model_a), (Side.B, battle.model_b)):
-        last = (Generation.objects.filter(turn__battle=battle, side=side).order_by("-turn__index").first())
+        ttft, tpot = last.get(side, (None, None))
         revealed.append(RevealedSide(side=side, display_name=contender.display_name,
                                      organisation=contender.organisation, preset=contender.preset.name,
-                                     ttft_ms=last.time_to_first_token_ms if last else None,
-                                     tpot_ms=last.time_per_output_token_ms if last else None))
+                                     ttft_ms=ttft, tpot_ms=tpot))
     return revealed

@@ -14,11 +14,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from arena import metrics
+from arena.dbpool import release_connection
 from arena.identity import names_mentioned
 from arena.logs import battle_context
 from arena.models import Battle, BattleStatus, Generation, GenerationStatus
-from arena.selectors import contender_identity_names, current_generation_ids
-from arena.services.battles import battle_group, battle_is_complete
+from arena.selectors import contender_identity_names
+from arena.services.battles import battle_group
 from arena.services.registry import redact
 from arena.services.streaming import conversation_for
 from workers import partials
@@ -92,7 +93,9 @@ class _StopWatch:
         if now < self._next_check:
             return
         self._next_check = now + STOP_CHECK_INTERVAL_S
-        if not Generation.objects.filter(pk=self.generation_id, status=GenerationStatus.STREAMING).exists():
+        streaming = Generation.objects.filter(pk=self.generation_id, status=GenerationStatus.STREAMING).exists()
+        release_connection()  # back to the pool until the next check
+        if not streaming:
             raise _Halted
 
 
@@ -119,6 +122,8 @@ def _claim(generation_id: int) -> Generation | None:
 def history_for(generation: Generation) -> list[tuple[str, str]]:
     """This side's own conversation: earlier prompts with this side's answers, then the new prompt."""
     turns: list[tuple[str, str]] = []
+    if generation.turn.index <= 1:
+        return [("user", generation.turn.prompt)]  # the first turn: nothing earlier to read
     earlier = (Generation.objects.filter(turn__battle_id=generation.turn.battle_id, side=generation.side,
                                          turn__index__lt=generation.turn.index)
                .select_related("turn").order_by("turn__index"))
@@ -146,6 +151,8 @@ def _stream_claimed(generation: Generation) -> None:
     watch = _StopWatch(generation.pk)
     params = DecodingParams(**{**generation.decoding_params, "stop": tuple(generation.decoding_params.get("stop", ()))})
     messages = conversation_for(contender, history_for(generation))
+    # The stream is network I/O for seconds: the connection goes back to the pool meanwhile.
+    release_connection()
     chunks: list[str] = []
     error: BackendError | None = None
     try:
@@ -162,6 +169,9 @@ def _stream_claimed(generation: Generation) -> None:
                             publisher.add(text)
                             watch.check()
                         elif isinstance(item, Finish):
+                            # All of the text is out before the answer counts as done: the other
+                            # side announces "ready" as soon as it reads both done.
+                            publisher.drain()
                             if _store_finished(generation, "".join(chunks), item):
                                 publisher.finish()
                                 _flag_identity_leak(generation, "".join(chunks))
@@ -239,10 +249,16 @@ def _store_failed(generation: Generation, text: str, error: BackendError) -> boo
 
 
 def _announce_if_complete(battle: Battle) -> None:
-    if battle_is_complete(battle):
-        # Which answers are complete: a consumer drops the event if they were replaced meanwhile.
-        group_send(battle_group(battle), {
-            "type": "battle.ready", "generations": current_generation_ids(battle=battle)})
+    # One read for both questions: is every answer done, and which are the last turn's.
+    answers = list(Generation.objects.filter(turn__battle=battle).order_by("turn__index", "side")
+                   .values_list("turn__index", "side", "pk", "status"))
+    if not answers or any(status != GenerationStatus.DONE for *_rest, status in answers):
+        return
+    last = answers[-1][0]
+    current: dict[str, int | None] = {"a": None, "b": None}
+    current.update({side: pk for index, side, pk, _status in answers if index == last})
+    # Which answers are complete: a consumer drops the event if they were replaced meanwhile.
+    group_send(battle_group(battle), {"type": "battle.ready", "generations": current})
 
 
 def _overdue(generation: Generation, *, now, queued_grace_s: float) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from arena.dbpool import release_connection
 from arena.models import ArenaModel
 from workers.backends import BackendError, Delta, Finish, Message, get_adapter
 from workers.concurrency import server_slot
@@ -21,6 +22,7 @@ def conversation_for(contender: ArenaModel, turns: list[tuple[str, str]]) -> lis
 def contender_stream_to_group(*, contender_id: int, prompt: str, group: str, side: str) -> None:
     contender = ArenaModel.objects.select_related("server", "preset").get(pk=contender_id)
     server = contender.server
+    release_connection()  # nothing more to read: the stream needs no database connection
     publisher = DeltaPublisher(group=group, side=side)
     try:
         with server_slot(server_id=server.pk, limit=server.max_concurrency,

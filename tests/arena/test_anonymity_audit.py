@@ -12,6 +12,7 @@ import json
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.test import Client
 
 from arena.models import ArenaModel, Battle
@@ -79,8 +80,12 @@ async def until_stop_settles(ws) -> list[dict]:
 
 def page_html(user, path: str) -> str:
     client = Client()
-    client.force_login(user)
-    response = client.get(path)
+    try:
+        client.force_login(user)
+        response = client.get(path)
+    finally:
+        # This thread ends with the test's event loop: its connection goes back to the pool first.
+        connection.close()
     assert response.status_code == 200, path
     return response.content.decode()
 

@@ -196,3 +196,32 @@ def test_reconnect_mid_stream_gets_text_so_far_then_only_newer_deltas(rater, mak
 
     stored = dict(Generation.objects.filter(turn__battle=battle).values_list("side", "text"))
     assert final == stored  # nothing lost, nothing doubled
+
+
+def test_first_prompt_starts_the_battle_and_its_turn_in_one_step(rater, contenders, settings, monkeypatch):
+    """The state frame, then the turn; the deltas that follow are the new generations' (nothing re-read)."""
+    monkeypatch.setattr("workers.dispatch.enqueue", lambda task, *args, **kwargs: None)  # no worker: frames only
+    settings.ARENA_PROMPTS_PER_MINUTE = 1
+
+    async def scenario():
+        ws = communicator_for(rater)
+        await ws.connect()
+        await ws.send_json_to({"type": "prompt", "text": "Tell me about tea."})
+        started = await until(ws, {"turn", "error"})
+        await ws.disconnect()
+        refused_ws = communicator_for(rater)
+        await refused_ws.connect()
+        await refused_ws.send_json_to({"type": "prompt", "text": "And coffee?"})
+        refused = await until(refused_ws, {"turn", "error"})
+        await refused_ws.disconnect()
+        return started, refused
+
+    started, refused = run(scenario())
+    assert [f["type"] for f in started] == ["state", "turn"]
+    battle = Battle.objects.get(rater=rater)
+    assert started[0]["battle"] == battle.public_id.hex and started[0]["turns"] == []
+    assert started[1] == {"type": "turn", "index": 1, "prompt": "Tell me about tea."}
+    assert battle.turns.count() == 1 and battle.turns.get().generations.count() == 2
+    # Over the rate limit, a first prompt is refused before anything is stored: no empty battle is left.
+    assert [f["type"] for f in refused] == ["error"] and refused[0]["code"] == "rate_limited"
+    assert Battle.objects.filter(rater=rater).count() == 1

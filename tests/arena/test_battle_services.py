@@ -120,3 +120,81 @@ def test_daily_vote_cap(rater, two_contenders, settings, django_capture_on_commi
     finish_all(second)
     with pytest.raises(BattleError, match="vote limit"):
         vote_cast(battle=second, rater=rater, winner=Winner.TIE)
+
+
+def test_battle_start_with_turn_is_one_transaction_and_returns_what_a_client_follows(
+        rater, two_contenders, settings, django_capture_on_commit_callbacks):
+    import uuid
+
+    from arena.services.battles import battle_start_with_turn
+
+    public_id = uuid.uuid4()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        sent = battle_start_with_turn(rater=rater, prompt="Hello?", public_id=public_id)
+    battle = Battle.objects.get(public_id=public_id)
+    assert sent.turn.battle == battle and sent.turn.index == 1 and sent.turn.prompt == "Hello?"
+    stored = dict(Generation.objects.filter(turn__battle=battle).values_list("side", "pk"))
+    assert sent.generations == stored and set(stored) == {"a", "b"}
+    contenders = {battle.model_a_id: "a", battle.model_b_id: "b"}
+    for generation in Generation.objects.filter(turn__battle=battle).select_related("contender__preset"):
+        assert contenders[generation.contender_id] == generation.side
+        assert generation.decoding_params == generation.contender.preset.params().as_dict()
+    assert len(callbacks) == 2
+
+    # A prompt refused by the rate limit starts no battle at all.
+    settings.ARENA_PROMPTS_PER_MINUTE = 1
+    with pytest.raises(BattleError) as info:
+        battle_start_with_turn(rater=rater, prompt="And again?")
+    assert info.value.code == "rate_limited"
+    assert Battle.objects.filter(rater=rater).count() == 1
+    with pytest.raises(BattleError) as info:
+        battle_start_with_turn(rater=rater, prompt="  ")
+    assert info.value.code == "empty_prompt"
+
+
+def test_turn_send_returns_the_ids_of_the_generations_it_stored(rater, two_contenders,
+                                                              django_capture_on_commit_callbacks):
+    from arena.services.battles import turn_send
+
+    battle, _ = submitted_battle(rater, django_capture_on_commit_callbacks)
+    finish_all(battle)
+    with django_capture_on_commit_callbacks(execute=False):
+        sent = turn_send(battle=battle, rater=rater, prompt="Next?")
+    assert sent.turn.index == 2
+    assert sent.generations == dict(Generation.objects.filter(turn=sent.turn).values_list("side", "pk"))
+
+
+def test_vote_and_reveal_applies_every_vote_rule_and_names_the_last_answers(
+        rater, two_contenders, django_user_model, django_capture_on_commit_callbacks):
+    from arena.services.battles import turn_send, vote_and_reveal
+
+    battle, _ = submitted_battle(rater, django_capture_on_commit_callbacks)
+    with pytest.raises(BattleError) as info:
+        vote_and_reveal(battle=battle, rater=rater, winner=Winner.TIE)
+    assert info.value.code == "not_finished"
+    finish_all(battle)
+    with django_capture_on_commit_callbacks(execute=False):
+        second = turn_send(battle=battle, rater=rater, prompt="Next?")
+    Generation.objects.filter(turn=second.turn).update(status=GenerationStatus.STOPPED)
+    with pytest.raises(BattleError) as info:
+        vote_and_reveal(battle=battle, rater=rater, winner=Winner.TIE)
+    assert info.value.code == "stopped"
+    finish_all(battle)
+    Generation.objects.filter(pk=second.generations["a"]).update(time_to_first_token_ms=12.5)
+    Generation.objects.filter(pk=second.generations["b"]).update(time_to_first_token_ms=34.0)
+    intruder = django_user_model.objects.create_user("intruder-2", password="pw-intruder-2")
+    with pytest.raises(BattleError, match="belongs to another rater"):
+        vote_and_reveal(battle=battle, rater=intruder, winner=Winner.TIE)
+    assert not Vote.objects.exists()
+
+    revealed = {r.side: r for r in vote_and_reveal(battle=battle, rater=rater, winner=Winner.MODEL_A)}
+    assert revealed["a"].display_name == battle.model_a.display_name
+    assert revealed["b"].display_name == battle.model_b.display_name
+    assert (revealed["a"].ttft_ms, revealed["b"].ttft_ms) == (12.5, 34.0)  # the last turn's answers
+    assert revealed["a"].preset == battle.model_a.preset.name
+    assert [(r.side, r.ttft_ms) for r in battle_reveal(battle=battle, rater=rater)] == [("a", 12.5), ("b", 34.0)]
+    assert Vote.objects.get(battle=battle).winner == Winner.MODEL_A
+    assert Battle.objects.get(pk=battle.pk).status == BattleStatus.VOTED
+    with pytest.raises(BattleError) as info:
+        vote_and_reveal(battle=battle, rater=rater, winner=Winner.MODEL_B)
+    assert info.value.code == "already_voted"

@@ -74,3 +74,56 @@ def test_failed_side_fails_the_battle_without_leaking_details(rater, make_conten
     assert failed.status == GenerationStatus.FAILED and failed.error_message
     assert Battle.objects.get(pk=battle.pk).status == BattleStatus.FAILED
     assert "fault-target" not in FAILED_SIDE_MESSAGE
+
+
+def test_a_streaming_side_holds_no_pooled_connection_between_its_queries(rater, make_contender, in_process_off,
+                                                                          monkeypatch):
+    """With the pool (the PostgreSQL default), the stream itself runs without a database connection."""
+    from django.db import connection
+
+    from arena.services import generation as generation_service
+
+    assert getattr(connection, "pool", None) is not None, "the test database is expected to use the pool"
+    make_contender("demo-terse-7b", "tgi")
+    make_contender("demo-markdown-13b", "ollama")
+    battle = start_with_turn(rater)
+    held: list[bool] = []
+    monkeypatch.setattr(generation_service, "STOP_CHECK_INTERVAL_S", 0.0)  # a stop check after every delta
+    original_add = generation_service.GenerationPublisher.add
+
+    def add(self, text):
+        held.append(connection.connection is not None)  # what the thread holds while it reads the stream
+        original_add(self, text)
+
+    monkeypatch.setattr(generation_service.GenerationPublisher, "add", add)
+    for generation in Generation.objects.filter(turn__battle=battle):
+        connection.close()
+        generate(generation.pk)
+    assert held and not any(held)
+    assert set(Generation.objects.filter(turn__battle=battle).values_list("status", flat=True)) == {
+        GenerationStatus.DONE}
+
+
+def test_every_text_delta_is_sent_before_the_answer_is_stored_as_done(rater, make_contender, in_process_off,
+                                                                       monkeypatch):
+    """Otherwise the other side could announce "ready" while this side's last text is still on its way."""
+    import workers.streaming as streaming
+
+    make_contender("demo-terse-7b", "tgi")
+    make_contender("demo-markdown-13b", "ollama")
+    battle = start_with_turn(rater)
+    seen: list[tuple[str, str]] = []
+    original = streaming.group_send_nowait
+
+    def recording(group, event):
+        if event["type"] in ("generation.delta", "generation.done"):
+            status = Generation.objects.values_list("status", flat=True).get(pk=event["generation"])
+            seen.append((event["type"], status))
+        return original(group, event)
+
+    monkeypatch.setattr(streaming, "group_send_nowait", recording)
+    for generation in Generation.objects.filter(turn__battle=battle):
+        generate(generation.pk)
+    deltas = [status for kind, status in seen if kind == "generation.delta"]
+    assert deltas and set(deltas) == {GenerationStatus.STREAMING}
+    assert [status for kind, status in seen if kind == "generation.done"] == [GenerationStatus.DONE] * 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import re
 import shlex
 import subprocess
@@ -229,3 +230,22 @@ def test_the_checks_themselves_catch_a_wrong_command():
         check_celery(["-A", "workers", "worker", "--no-such-option"])
     with pytest.raises(Exception):
         check_uvicorn(["arena.asgi:no_such_application"])
+
+
+def test_env_example_database_pool_is_the_settings_default(tmp_path):
+    """The benchmarks and a fresh deployment run the same pool: env.example sets what the default is."""
+    example = env_example()
+    probe = ("import django, json; django.setup(); from django.conf import settings as s; "
+             "print(json.dumps(s.DATABASES['default']['OPTIONS'].get('pool')))")
+    base = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "arena.settings", "SECRET_KEY": "x" * 50,
+            "DATABASE_URL": example["DATABASE_URL"][0], "REDIS_URL": example["REDIS_URL"][0],
+            "SQLITE_PATH": str(tmp_path / "unused.sqlite3")}
+    pools = []
+    for extra in ({}, {name: value for name, (value, _) in example.items() if name.startswith("DB_")}):
+        result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env={**base, **extra},
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr[-3000:]
+        pools.append(json.loads(result.stdout))
+    assert pools[0] == pools[1]
+    assert pools[0]["max_size"] == int(example["DB_POOL_MAX_SIZE"][0])
+    assert pools[0]["timeout"] == float(example["DB_POOL_TIMEOUT_SECONDS"][0])
