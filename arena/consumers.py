@@ -84,7 +84,7 @@ class BattleConsumer(JsonFramesConsumer):
 
     async def connect(self):
         user = self.scope.get("user")
-        if not user or not user.is_authenticated or not await db_async(self._may_use)(user):
+        if not user or not user.is_authenticated or not await db_async(roles.user_may)(user.pk, self._allowed()):
             await self.close(code=4403)
             return
         self.user = user
@@ -94,9 +94,18 @@ class BattleConsumer(JsonFramesConsumer):
         await self.accept()
         metrics.record_websocket_open(self)
 
-    def _may_use(self, user) -> bool:
-        allowed = {roles.VIEWER, roles.ADMIN} if self.named else {roles.RATER, roles.ADMIN}
-        return bool(roles.user_roles(user) & allowed)
+    def _allowed(self) -> set[str]:
+        return {roles.VIEWER, roles.ADMIN} if self.named else {roles.RATER, roles.ADMIN}
+
+    async def _db(self, call, /, **kwargs):
+        """One database call for an action, after checking in the same call that the user still
+        has the role (see ``roles.user_may``)."""
+        def guarded():
+            if not roles.user_may(self.user.pk, self._allowed()):
+                raise RoleRevoked
+            return call(**kwargs)
+
+        return await db_async(guarded)()
 
     async def disconnect(self, code):
         metrics.record_websocket_closed(self)
@@ -115,6 +124,10 @@ class BattleConsumer(JsonFramesConsumer):
         try:
             with battle_context(self.battle.public_id if self.battle else None):
                 await handler(content)
+        except RoleRevoked:
+            await self.send_json({"type": "error", "code": "forbidden",
+                                  "message": "Your account may no longer use this page. Sign in again."})
+            await self.close(code=4403)
         except BattleError as exc:
             await self.send_json({"type": "error", "code": exc.code, "message": exc.message})
         except DatabaseError:
@@ -164,13 +177,12 @@ class BattleConsumer(JsonFramesConsumer):
         sent = None
         try:
             if self.named:
-                battle = await db_async(battle_start_named)(
-                    rater=self.user, model_a_id=content.get("model_a"), model_b_id=content.get("model_b"),
-                    public_id=public_id)
+                battle = await self._db(battle_start_named, rater=self.user, model_a_id=content.get("model_a"),
+                                        model_b_id=content.get("model_b"), public_id=public_id)
             elif prompt is None:
-                battle = await db_async(battle_start)(rater=self.user, public_id=public_id)
+                battle = await self._db(battle_start, rater=self.user, public_id=public_id)
             else:
-                sent = await db_async(battle_start_with_turn)(rater=self.user, prompt=prompt, public_id=public_id)
+                sent = await self._db(battle_start_with_turn, rater=self.user, prompt=prompt, public_id=public_id)
                 battle = sent.turn.battle
         except BaseException:
             await self.channel_layer.group_discard(group_for(public_id), self.channel_name)
@@ -186,8 +198,7 @@ class BattleConsumer(JsonFramesConsumer):
             public_id = uuid.UUID(str(content.get("battle")))
         except ValueError:
             raise BattleError("No such battle.", code="not_found") from None
-        battle = await db_async(battle_for_rater)(public_id=public_id, rater=self.user,
-                                                                anonymous=not self.named)
+        battle = await self._db(battle_for_rater, public_id=public_id, rater=self.user, anonymous=not self.named)
         if battle is None:
             raise BattleError("No such battle.", code="not_found")
         await self._follow(battle)
@@ -200,7 +211,7 @@ class BattleConsumer(JsonFramesConsumer):
                 raise BattleError("Pick two models first.", code="pick_models")
             sent = await self.on_new(content, prompt=content["text"])
         else:
-            sent = await db_async(turn_send)(battle=self.battle, rater=self.user, prompt=content.get("text"))
+            sent = await self._db(turn_send, battle=self.battle, rater=self.user, prompt=content.get("text"))
         self.following = {side: sent.generations.get(side) for side in ("a", "b")}
         self.seen_seq = {"a": 0, "b": 0}
         await self.send_json({"type": "turn", "index": sent.turn.index, "prompt": sent.turn.prompt})
@@ -208,7 +219,7 @@ class BattleConsumer(JsonFramesConsumer):
     async def on_stop(self, content):
         stopped = 0
         if self.battle is not None:
-            stopped = await db_async(turn_stop)(battle=self.battle, rater=self.user)
+            stopped = await self._db(turn_stop, battle=self.battle, rater=self.user)
         if not stopped:
             # A late stop (both answers already in, or nothing sent yet) is harmless: nothing changes.
             await self.send_json({"type": "notice", "message": "Nothing to stop."})
@@ -216,13 +227,13 @@ class BattleConsumer(JsonFramesConsumer):
     async def on_regenerate(self, content):
         if self.battle is None:
             raise BattleError("There is nothing to regenerate yet: send a prompt first.", code="no_turn")
-        await db_async(turn_regenerate)(battle=self.battle, rater=self.user)
+        await self._db(turn_regenerate, battle=self.battle, rater=self.user)
         # The "regenerated" frame comes from the battle group (see turn_regenerated), for every tab.
 
     async def on_vote(self, content):
         if self.battle is None:
             raise BattleError("There is no battle to vote on.", code="no_battle")
-        revealed = await db_async(vote_and_reveal)(battle=self.battle, rater=self.user, winner=content.get("winner"))
+        revealed = await self._db(vote_and_reveal, battle=self.battle, rater=self.user, winner=content.get("winner"))
         await self.send_json({"type": "reveal", "winner": content.get("winner"), "sides": {
             r.side: {"name": r.display_name, "organisation": r.organisation, "preset": r.preset,
                      "ttft_ms": r.ttft_ms, "tpot_ms": r.tpot_ms} for r in revealed}})
@@ -288,6 +299,10 @@ class BattleConsumer(JsonFramesConsumer):
         await self.send_json({"type": "ready"})
 
 
+class RoleRevoked(Exception):
+    """The user lost the role this socket was opened with (or the account was disabled)."""
+
+
 class ContenderPreviewConsumer(JsonFramesConsumer):
     """Admins stream one contender's answer live, to check a registration end to end."""
 
@@ -310,6 +325,11 @@ class ContenderPreviewConsumer(JsonFramesConsumer):
         if not isinstance(content, dict) or content.get("type") != "preview":
             await self.send_json({"type": "error", "message": 'Expected {"type": "preview", "contender": id, "prompt": text}.'})
             return
+        if not await self._still_admin():
+            await self.send_json({"type": "error", "code": "forbidden",
+                                  "message": "Your account may no longer use this page. Sign in again."})
+            await self.close(code=4403)
+            return
         prompt, contender_id = content.get("prompt"), content.get("contender")
         if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PREVIEW_PROMPT_CHARS:
             await self.send_json({"type": "error",
@@ -324,6 +344,10 @@ class ContenderPreviewConsumer(JsonFramesConsumer):
     @db_async
     def _contender_exists(self, contender_id: int) -> bool:
         return ArenaModel.objects.filter(pk=contender_id).exists()
+
+    @db_async
+    def _still_admin(self) -> bool:
+        return roles.user_may(self.scope["user"].pk, {roles.ADMIN})
 
     async def generation_delta(self, event):
         await self.send_json({"type": "delta", "side": event["side"], "seq": event["seq"], "text": event["text"]})

@@ -63,6 +63,52 @@ def test_non_raters_are_refused(django_user_model, db):
     assert run(scenario()) == (False, 4403)
 
 
+def test_a_role_taken_away_or_an_account_disabled_stops_the_next_action(rater, contenders, django_user_model):
+    from asgiref.sync import sync_to_async
+
+    from arena.consumers import ContenderPreviewConsumer
+
+    async def refused_after(change) -> tuple[dict, dict]:
+        communicator = communicator_for(rater)
+        connected, _ = await communicator.connect()
+        assert connected
+        await sync_to_async(change)()
+        await communicator.send_json_to({"type": "prompt", "text": "Hello there"})
+        frame = await communicator.receive_json_from(timeout=10)
+        closed = await communicator.receive_output(timeout=10)
+        await communicator.disconnect()
+        return frame, closed
+
+    frame, closed = run(refused_after(lambda: rater.groups.clear()))
+    assert frame["type"] == "error" and frame["code"] == "forbidden"
+    assert closed == {"type": "websocket.close", "code": 4403}
+    assert Battle.objects.count() == 0  # the prompt started nothing
+
+    rater.groups.add(Group.objects.get(name="rater"))
+    frame, closed = run(refused_after(lambda: django_user_model.objects.filter(pk=rater.pk).update(is_active=False)))
+    assert frame["code"] == "forbidden" and Battle.objects.count() == 0
+
+    async def connect_disabled():
+        return await communicator_for(rater).connect()
+
+    assert run(connect_disabled()) == (False, 4403)  # and it cannot come back
+
+    admin = django_user_model.objects.create_user("admin-ws", password="pw-admin-123", is_staff=True)
+
+    async def preview_after_demotion():
+        communicator = WebsocketCommunicator(ContenderPreviewConsumer.as_asgi(), "/ws/admin/preview/")
+        communicator.scope["user"] = admin
+        connected, _ = await communicator.connect()
+        assert connected
+        await sync_to_async(django_user_model.objects.filter(pk=admin.pk).update)(is_staff=False)
+        await communicator.send_json_to({"type": "preview", "contender": contenders[0].pk, "prompt": "hi"})
+        frame = await communicator.receive_json_from(timeout=10)
+        await communicator.disconnect()
+        return frame
+
+    assert run(preview_after_demotion())["code"] == "forbidden"
+
+
 def test_two_turn_battle_vote_and_reveal(rater, contenders, in_process_generation):
 
     async def scenario():
