@@ -24,7 +24,7 @@ import numpy as np
 
 from leaderboard.engine.bradley_terry import (
     DEFAULT_MAX_ITER, DEFAULT_PRIOR_SD, DEFAULT_STEP_TOLERANCE, DEFAULT_TOLERANCE, LogitFit, PairDesign,
-    is_identifiable, prior_l2, solve_pairwise_logit,
+    ScoredGraphs, prior_l2, solve_pairwise_logit,
 )
 from leaderboard.engine.outcomes import ScoredPairs
 
@@ -65,11 +65,12 @@ def multinomial_resamples(rng: np.random.Generator, counts: np.ndarray, rows: in
     """``rows`` draws from Multinomial(counts.sum(), counts / counts.sum()), exactly (see the module)."""
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
-    means = counts.astype(float)
+    observed = np.flatnonzero(counts)  # a cell never observed is never drawn: no draw spent on it
+    means = counts[observed].astype(float)
     cumulative = np.cumsum(counts)
-    draws = np.empty((rows, len(counts)), dtype=np.int64)
+    draws = np.zeros((rows, len(counts)), dtype=np.int64)
     for row in draws:  # one row after another, so that a shorter run draws a prefix of a longer one
-        row[:] = rng.poisson(means)
+        row[observed] = rng.poisson(means)
         drawn = int(row.sum())
         if drawn < total:
             # Each added battle is a cell drawn with the observed proportions.
@@ -102,6 +103,7 @@ def bootstrap_bradley_terry(
     streams = np.random.SeedSequence(seed).spawn(len(starts))
     weak_prior = prior_l2(prior_sd)
     design = PairDesign(pairs.i, pairs.j, pairs.n_models)
+    graphs = ScoredGraphs(pairs.n_models, pairs.i, pairs.j)
 
     def draw(index: int) -> tuple[np.ndarray, np.ndarray]:
         size = min(chunk, rounds - starts[index])
@@ -118,7 +120,7 @@ def bootstrap_bradley_terry(
             # tie each way is too; only the others need the graph check.
             both_ways = (score > 0).all(axis=1) & (score < weight).all(axis=1)
             for r in np.flatnonzero(~both_ways):
-                if not is_identifiable(pairs.n_models, pairs.i, pairs.j, weight[r], score[r]):
+                if not graphs.identifiable(weight[r], score[r]):
                     l2[r] = weak_prior
                     degenerate += 1
         theta = np.empty((size, pairs.n_models))

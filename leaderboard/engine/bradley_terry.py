@@ -131,6 +131,27 @@ def is_identifiable(n_models: int, i, j, weight, score) -> bool:
     return connected_components(graph, directed=True, connection="strong")[0] <= 1
 
 
+class ScoredGraphs:
+    """``is_identifiable`` for many score vectors on the same rows (bootstrap resamples): the
+    graph's layout (every possible edge i -> j and j -> i, ordered by source) is built once and each
+    call only marks which edges are present."""
+
+    def __init__(self, n_models: int, i: np.ndarray, j: np.ndarray):
+        sources = np.concatenate([i, j])
+        targets = np.concatenate([j, i])
+        self.order = np.lexsort((targets, sources))
+        self.n = int(n_models)
+        self.indices = targets[self.order].astype(np.int32)
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(sources, minlength=self.n))]).astype(np.int32)
+
+    def identifiable(self, weight: np.ndarray, score: np.ndarray) -> bool:
+        present = np.concatenate([score > 0, (weight - score) > 0])[self.order]
+        # A copy of the layout: eliminate_zeros (absent edges must not count) works in place.
+        graph = csr_matrix((present.astype(float), self.indices.copy(), self.indptr.copy()), shape=(self.n, self.n))
+        graph.eliminate_zeros()
+        return connected_components(graph, directed=True, connection="strong")[0] <= 1
+
+
 @dataclass(frozen=True)
 class LogitFit:
     """A solved pairwise logistic model, with what the solver did."""

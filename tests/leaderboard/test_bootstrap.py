@@ -152,3 +152,20 @@ def test_every_round_meets_the_point_estimates_criterion(small_arena):
         alone = solve_pairwise_logit(pairs.i, pairs.j, (wins_i + wins_j + ties).astype(float), wins_i + 0.5 * ties,
                                      pairs.n_models)
         np.testing.assert_allclose(result.theta[r], alone.theta, atol=1e-9)
+
+
+def test_the_reused_graph_layout_agrees_with_a_fresh_identifiability_check():
+    from leaderboard.engine.bradley_terry import ScoredGraphs, is_identifiable
+
+    rng = np.random.default_rng(5)
+    n = 12
+    i, j = np.triu_indices(n, 1)
+    graphs = ScoredGraphs(n, i, j)
+    verdicts = set()
+    for _ in range(300):
+        weight = rng.integers(0, 3, len(i)).astype(float) * (rng.random(len(i)) < 0.3)
+        score = np.minimum(weight, rng.integers(0, 3, len(i)) * 0.5)
+        expected = is_identifiable(n, i, j, weight, score)
+        assert graphs.identifiable(weight, score) == expected
+        verdicts.add(expected)
+    assert verdicts == {True, False}  # both kinds of resample were met
