@@ -179,8 +179,11 @@ def fit_style_control(
     design = PairDesign(i, j, n)  # the same rows in every fit below
     fit = solve_pairwise_logit(i, j, weight, score, n, x_cov, l2=l2, tolerance=tolerance, max_iter=max_iter,
                                design=design)
-    plain = solve_pairwise_logit(i, j, weight, score, n, l2=l2, tolerance=tolerance, max_iter=max_iter,
-                                 design=design)
+    # Without covariates the battles of an ordered pair are interchangeable: fit their sums.
+    ordered, rows = np.unique(i * n + j, return_inverse=True)
+    plain = solve_pairwise_logit(ordered // n, ordered % n, np.bincount(rows, weight, len(ordered)),
+                                 np.bincount(rows, score, len(ordered)), n, l2=l2, tolerance=tolerance,
+                                 max_iter=max_iter)
     beta = np.zeros(len(feature_names))
     beta[varying] = fit.beta
     ratings = rating_scale.to_ratings(fit.theta, names, anchor)

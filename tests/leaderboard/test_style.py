@@ -188,3 +188,14 @@ def test_style_bootstrap_spread_matches_refitting_resampled_battles():
     low, high = np.quantile(np.array(refits), [0.025, 0.975], axis=0)
     # Same distribution up to Monte Carlo error of a 95% interval at 300 rounds.
     np.testing.assert_allclose(width, high - low, rtol=0.3)
+
+
+def test_uncontrolled_ratings_are_the_plain_bradley_terry_of_the_same_battles(small_arena):
+    from leaderboard.engine import rate
+
+    a, b, w = zip(*small_arena)
+    counts = np.random.default_rng(3).integers(0, 50, (len(small_arena), len(STYLE_FEATURES)))
+    styled = fit_style_control(a, b, w, counts, counts[::-1])
+    plain = rate(small_arena, bootstrap_rounds=0)
+    for row in plain.models:
+        assert styled.uncontrolled[row.model] == pytest.approx(row.rating, abs=1e-6)
