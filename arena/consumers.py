@@ -50,6 +50,12 @@ class JsonFramesConsumer(AsyncJsonWebsocketConsumer):
                 raise
             self.gone = True
 
+    async def refuse_revoked(self) -> None:
+        """The user lost the role this socket was opened with: say so and close."""
+        await self.send_json({"type": "error", "code": "forbidden",
+                              "message": "Your account may no longer use this page. Sign in again."})
+        await self.close(code=4403)
+
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # Empty as well as binary: the base class raises on an empty text frame (a browser's ws.send("")).
         if not text_data or len(text_data) > MAX_FRAME_CHARS:
@@ -125,9 +131,7 @@ class BattleConsumer(JsonFramesConsumer):
             with battle_context(self.battle.public_id if self.battle else None):
                 await handler(content)
         except RoleRevoked:
-            await self.send_json({"type": "error", "code": "forbidden",
-                                  "message": "Your account may no longer use this page. Sign in again."})
-            await self.close(code=4403)
+            await self.refuse_revoked()
         except BattleError as exc:
             await self.send_json({"type": "error", "code": exc.code, "message": exc.message})
         except DatabaseError:
@@ -326,9 +330,7 @@ class ContenderPreviewConsumer(JsonFramesConsumer):
             await self.send_json({"type": "error", "message": 'Expected {"type": "preview", "contender": id, "prompt": text}.'})
             return
         if not await self._still_admin():
-            await self.send_json({"type": "error", "code": "forbidden",
-                                  "message": "Your account may no longer use this page. Sign in again."})
-            await self.close(code=4403)
+            await self.refuse_revoked()
             return
         prompt, contender_id = content.get("prompt"), content.get("contender")
         if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PREVIEW_PROMPT_CHARS:

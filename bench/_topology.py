@@ -44,6 +44,19 @@ def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def exit_status(run) -> int:
+    """Run a benchmark body (returns 0 or 1) with the exit statuses every topology bench uses:
+    130 on Ctrl-C or SIGTERM (after its processes were stopped), 2 if the stack could not start."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        say("interrupted; every process started was stopped")
+        return 130
+    except StackError as exc:
+        say(f"ERROR: {exc}")
+        return 2
+
+
 def _raise_interrupt(signum, frame):  # SIGTERM/SIGHUP behave like Ctrl-C: unwind and clean up
     raise KeyboardInterrupt(f"signal {signum}")
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _topology import Stack, StackError, make_raters, percentile, say, session_cookie_for  # noqa: E402
+from _topology import Stack, exit_status, make_raters, percentile, say, session_cookie_for  # noqa: E402
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 # (emulated model name, style, protocol it is served over): several, so pairs vary.
@@ -885,7 +885,8 @@ def main() -> int:
     if args.raters < 1 or args.minutes <= 0 or args.think_s < 0 or args.tokens < 2:
         parser.error("--raters must be at least 1, --minutes positive, --think-s not negative, --tokens at least 2")
 
-    try:
+
+    def bench() -> int:
         with Stack(prefix="arena-bench-load-") as stack:
             stack.start_services()
             emulator_url = stack.start_emulator(emulated_models(args))
@@ -927,12 +928,8 @@ def main() -> int:
                 stack.failed = True
                 return 1
             return 0
-    except KeyboardInterrupt:
-        say("interrupted; every process started was stopped")
-        return 130
-    except StackError as exc:
-        say(f"ERROR: {exc}")
-        return 2
+
+    return exit_status(bench)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _topology import Stack, StackError, make_raters, percentile, say, session_cookie_for  # noqa: E402
+from _topology import Stack, StackError, exit_status, make_raters, percentile, say, session_cookie_for  # noqa: E402
 
 MODEL = "bench-stream-7b"
 PROMPT = "Explain in a few paragraphs why the sky is blue, and why sunsets are red."
@@ -535,7 +535,8 @@ def main() -> int:
     model = EmulatedModel(name=MODEL, style="terse", ttft_ms=args.ttft_ms, tokens_per_second=args.tokens_per_second,
                           max_tokens=args.tokens, seed=11)
     schedule = [args.ramp_s * i / args.battles for i in range(args.battles)]
-    try:
+
+    def bench() -> int:
         with Stack(prefix="arena-bench-streaming-") as stack:
             extra = {} if args.db_conn_max_age is None else {"DB_CONN_MAX_AGE": str(args.db_conn_max_age)}
             stack.start_services(**extra)
@@ -586,12 +587,8 @@ def main() -> int:
                 stack.failed = True
                 return 1
             return 0
-    except KeyboardInterrupt:
-        say("interrupted; every process started was stopped")
-        return 130
-    except StackError as exc:
-        say(f"ERROR: {exc}")
-        return 2
+
+    return exit_status(bench)
 
 
 if __name__ == "__main__":

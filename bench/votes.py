@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _topology import Stack, StackError, make_raters, percentile, say, session_cookie_for  # noqa: E402
+from _topology import Stack, StackError, exit_status, make_raters, percentile, say, session_cookie_for  # noqa: E402
 
 GOAL_VOTES_PER_SECOND = 300.0
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -450,7 +450,8 @@ def main() -> int:
     if ws_per_conn > VOTES_PER_RATER:
         parser.error(f"--ws-votes / --ws-connections must be at most {VOTES_PER_RATER} (the daily vote cap)")
     ws_storm = min(args.storm_battles, VOTES_PER_RATER)
-    try:
+
+    def bench() -> int:
         with Stack(prefix="arena-bench-votes-") as stack:
             stack.start_services(**({} if args.db_conn_max_age is None
                                      else {"DB_CONN_MAX_AGE": str(args.db_conn_max_age)}))
@@ -513,12 +514,8 @@ def main() -> int:
                 stack.failed = True
                 return 1
             return 0
-    except KeyboardInterrupt:
-        say("interrupted; every process started was stopped")
-        return 130
-    except StackError as exc:
-        say(f"ERROR: {exc}")
-        return 2
+
+    return exit_status(bench)
 
 
 if __name__ == "__main__":

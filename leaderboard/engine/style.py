@@ -108,7 +108,11 @@ def _kept_battles(model_a, model_b, winner, policy: TiePolicy):
 
     Two million battles per refresh go through here, so the checks run as C-level passes over the
     lists; only a list with a bad row is walked row by row, to name that row."""
-    if not _all_valid(model_a, model_b, winner):
+    try:
+        sides = set(model_a), set(model_b)
+    except TypeError:  # an unhashable name: the row walk below names it
+        sides = None
+    if sides is None or not _all_valid(model_a, model_b, winner, sides):
         for row, (a, b, w) in enumerate(zip(model_a, model_b, winner)):
             try:
                 check_vote(a, b, w)
@@ -120,20 +124,20 @@ def _kept_battles(model_a, model_b, winner, policy: TiePolicy):
     if not len(keep):
         raise ValueError("no battles to rate (after the tie policy)")
     if len(keep) == len(winner):
-        kept_a, kept_b = list(model_a), list(model_b)
+        kept_a, kept_b = model_a, model_b
+        names = tuple(sorted(sides[0] | sides[1]))
     else:
         kept_a = list(map(model_a.__getitem__, keep.tolist()))
         kept_b = list(map(model_b.__getitem__, keep.tolist()))
-    names = tuple(sorted(set(kept_a) | set(kept_b)))
+        names = tuple(sorted(set(kept_a) | set(kept_b)))
     index = {name: k for k, name in enumerate(names)}
     i = np.fromiter(map(index.__getitem__, kept_a), dtype=np.int64, count=len(kept_a))
     j = np.fromiter(map(index.__getitem__, kept_b), dtype=np.int64, count=len(kept_b))
     return keep, all_scores[keep], names, i, j
 
 
-def _all_valid(model_a, model_b, winner) -> bool:
-    return (set(map(type, model_a)) <= {str} and set(map(type, model_b)) <= {str}
-            and "" not in set(model_a) and "" not in set(model_b)
+def _all_valid(model_a, model_b, winner, sides: tuple[set, set]) -> bool:
+    return (all(type(name) is str for name in sides[0] | sides[1]) and "" not in sides[0] and "" not in sides[1]
             and not any(map(operator.eq, model_a, model_b)) and set(winner) <= set(WINNERS))
 
 
