@@ -5,6 +5,7 @@ Safe to run twice or late: only a queued generation is claimed; anything else is
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import timedelta
 
@@ -81,21 +82,76 @@ class _Halted(Exception):
     """The generation was stopped or replaced while streaming."""
 
 
+class _StreamingInProcess:
+    """The generations this process is streaming, with one status query for all of them.
+
+    Every streaming thread asks whether its own generation was stopped or replaced; the answer
+    comes from a shared set that one query refreshes at most every STOP_CHECK_INTERVAL_S,
+    whichever thread finds it due. A hundred streams cost four queries a second, not four hundred.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._streaming: dict[int, int] = {}  # generation id -> streams of it in this process
+        self._halted: set[int] = set()
+        self._next_poll = float("-inf")
+
+    def add(self, generation_id: int) -> None:
+        with self._lock:
+            self._streaming[generation_id] = self._streaming.get(generation_id, 0) + 1
+            self._halted.discard(generation_id)
+
+    def remove(self, generation_id: int) -> None:
+        with self._lock:
+            left = self._streaming.get(generation_id, 0) - 1
+            if left > 0:
+                self._streaming[generation_id] = left
+            else:
+                self._streaming.pop(generation_id, None)
+                self._halted.discard(generation_id)
+
+    def halted(self, generation_id: int) -> bool:
+        if time.monotonic() >= self._next_poll and self._poll_lock.acquire(blocking=False):
+            try:
+                if time.monotonic() >= self._next_poll:
+                    self._poll()
+            finally:
+                self._poll_lock.release()
+        return generation_id in self._halted
+
+    def _poll(self) -> None:
+        self._next_poll = time.monotonic() + STOP_CHECK_INTERVAL_S
+        with self._lock:
+            asked = list(self._streaming)
+        if not asked:
+            return
+        streaming = set(Generation.objects.filter(pk__in=asked, status=GenerationStatus.STREAMING)
+                        .values_list("pk", flat=True))
+        release_connection()  # back to the pool until the next poll
+        with self._lock:
+            # Only generations still registered: one that ended meanwhile must not stay marked.
+            self._halted.update(pk for pk in asked if pk not in streaming and pk in self._streaming)
+
+
+_streaming_here = _StreamingInProcess()
+
+
 class _StopWatch:
-    """Reads the generation's status from the database at most every STOP_CHECK_INTERVAL_S."""
+    """Whether this stream's generation was stopped or replaced (see _StreamingInProcess)."""
 
     def __init__(self, generation_id: int) -> None:
         self.generation_id = generation_id
-        self._next_check = time.monotonic() + STOP_CHECK_INTERVAL_S
+
+    def __enter__(self) -> _StopWatch:
+        _streaming_here.add(self.generation_id)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _streaming_here.remove(self.generation_id)
 
     def check(self) -> None:
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + STOP_CHECK_INTERVAL_S
-        streaming = Generation.objects.filter(pk=self.generation_id, status=GenerationStatus.STREAMING).exists()
-        release_connection()  # back to the pool until the next check
-        if not streaming:
+        if _streaming_here.halted(self.generation_id):
             raise _Halted
 
 
@@ -155,41 +211,42 @@ def _stream_claimed(generation: Generation) -> None:
     release_connection()
     chunks: list[str] = []
     error: BackendError | None = None
-    try:
-        for _attempt in range(max(1, settings.GENERATION_MAX_ATTEMPTS)):
-            error = None
-            try:
-                with server_slot(server_id=server.pk, limit=server.max_concurrency,
-                                 lease_s=server.deadline_s + 30, wait_s=server.deadline_s):
-                    # Leaving this loop early closes the stream, so the backend stops generating too.
-                    for item in get_adapter(server.kind).stream(contender.endpoint(), messages, params):
-                        if isinstance(item, Delta):
-                            text = storable_text(item.text)
-                            chunks.append(text)
-                            publisher.add(text)
-                            watch.check()
-                        elif isinstance(item, Finish):
-                            # All of the text is out before the answer counts as done: the other
-                            # side announces "ready" as soon as it reads both done.
-                            publisher.drain()
-                            if _store_finished(generation, "".join(chunks), item):
-                                publisher.finish()
-                                _flag_identity_leak(generation, "".join(chunks))
-                                _announce_if_complete(battle)
-                                return
-                            raise _Halted
-                error = BackendError("The stream ended without finishing.", retryable=False, code="protocol")
-            except BackendError as exc:
-                error = exc
-            # A retry is only invisible to the rater when nothing was shown yet.
-            if chunks or not error.retryable:
-                break
-        if _store_failed(generation, "".join(chunks), error):
-            publisher.fail(message=FAILED_SIDE_MESSAGE)
-            return
-        raise _Halted
-    except _Halted:
-        _halt(generation, publisher, "".join(chunks))
+    with watch:  # this generation is among those the process's stop check looks at
+        try:
+            for _attempt in range(max(1, settings.GENERATION_MAX_ATTEMPTS)):
+                error = None
+                try:
+                    with server_slot(server_id=server.pk, limit=server.max_concurrency,
+                                     lease_s=server.deadline_s + 30, wait_s=server.deadline_s):
+                        # Leaving this loop early closes the stream, so the backend stops generating too.
+                        for item in get_adapter(server.kind).stream(contender.endpoint(), messages, params):
+                            if isinstance(item, Delta):
+                                text = storable_text(item.text)
+                                chunks.append(text)
+                                publisher.add(text)
+                                watch.check()
+                            elif isinstance(item, Finish):
+                                # All of the text is out before the answer counts as done: the other
+                                # side announces "ready" as soon as it reads both done.
+                                publisher.drain()
+                                if _store_finished(generation, "".join(chunks), item):
+                                    publisher.finish()
+                                    _flag_identity_leak(generation, "".join(chunks))
+                                    _announce_if_complete(battle)
+                                    return
+                                raise _Halted
+                    error = BackendError("The stream ended without finishing.", retryable=False, code="protocol")
+                except BackendError as exc:
+                    error = exc
+                # A retry is only invisible to the rater when nothing was shown yet.
+                if chunks or not error.retryable:
+                    break
+            if _store_failed(generation, "".join(chunks), error):
+                publisher.fail(message=FAILED_SIDE_MESSAGE)
+                return
+            raise _Halted
+        except _Halted:
+            _halt(generation, publisher, "".join(chunks))
 
 
 def _halt(generation: Generation, publisher: GenerationPublisher, text: str) -> None:

@@ -127,3 +127,48 @@ def test_every_text_delta_is_sent_before_the_answer_is_stored_as_done(rater, mak
     deltas = [status for kind, status in seen if kind == "generation.delta"]
     assert deltas and set(deltas) == {GenerationStatus.STREAMING}
     assert [status for kind, status in seen if kind == "generation.done"] == [GenerationStatus.DONE] * 2
+
+
+def test_one_status_query_per_interval_serves_every_stream_of_the_process(rater, make_contender, in_process_off):
+    """The stop check is shared: many streams, one query; a stop reaches only its own stream."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from arena.services.generation import _Halted, _StopWatch
+
+    make_contender("demo-terse-7b", "tgi")
+    make_contender("demo-markdown-13b", "ollama")
+    battles = [start_with_turn(rater, prompt=f"Explain tea, part {i}.") for i in range(3)]
+    ids = list(Generation.objects.filter(turn__battle__in=battles).values_list("pk", flat=True))
+    Generation.objects.filter(pk__in=ids).update(status=GenerationStatus.STREAMING)
+    watches = [_StopWatch(pk) for pk in ids]
+    for watch in watches:
+        watch.__enter__()
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            for _round in range(20):
+                for watch in watches:
+                    watch.check()  # none stopped: nothing raised
+        assert len(queries) <= 1  # one poll (if due) for six streams and 120 checks
+
+        from arena.services import generation as generation_service
+
+        stopped, replaced = ids[0], ids[1]
+        Generation.objects.filter(pk=stopped).update(status=GenerationStatus.STOPPED)
+        Generation.objects.filter(pk=replaced).delete()
+        generation_service._streaming_here._next_poll = float("-inf")  # the next check polls
+        halted = []
+        for watch in watches:
+            try:
+                watch.check()
+            except _Halted:
+                halted.append(watch.generation_id)
+        assert sorted(halted) == sorted([stopped, replaced])
+    finally:
+        for watch in watches:
+            watch.__exit__(None, None, None)
+    # A stream that ended leaves nothing behind: the same id streamed again is not seen as halted.
+    again = _StopWatch(ids[0])
+    with again:
+        Generation.objects.filter(pk=ids[0]).update(status=GenerationStatus.STREAMING)
+        assert not generation_service._streaming_here.halted(ids[0])
