@@ -106,7 +106,7 @@ DB_ASYNC_THREADS = env_int("DB_ASYNC_THREADS", 8)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "arena.channel_layer.ArenaRedisChannelLayer",
             "CONFIG": {
                 # The layer waits on Redis with a 5 s blocking pop: the socket timeout must outlast it,
                 # or an idle WebSocket's consumer dies with a read timeout.

@@ -51,7 +51,7 @@ def test_production_topology_uses_postgres_redis_and_is_not_debug(tmp_path):
     assert result.returncode == 0, result.stderr
     values = json.loads(result.stdout)
     assert values["engine"] == "django.db.backends.postgresql"
-    assert values["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert values["layer"] == "arena.channel_layer.ArenaRedisChannelLayer"
     assert values["broker"] == "redis://127.0.0.1:1/0"
     assert values["in_process"] is False
     assert values["debug"] is False

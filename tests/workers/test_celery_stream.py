@@ -34,7 +34,7 @@ async def collect(communicator: WebsocketCommunicator, timeout: float = 30.0) ->
 @pytest.mark.parametrize("kind", ["tgi", "ollama", "openai"])
 def test_worker_process_streams_ordered_deltas_through_redis(kind, emulator, celery_worker_process, settings,
                                                              django_user_model):
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "arena.channel_layer.ArenaRedisChannelLayer"
     assert settings.GENERATION_IN_PROCESS is False
     contender = make_contender(emulator, kind, "demo-markdown-13b")
     staff = django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True)
