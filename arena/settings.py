@@ -207,3 +207,5 @@ LEADERBOARD_TIES = env_str("LEADERBOARD_TIES") or "half"
 LEADERBOARD_BOTHBAD = env_str("LEADERBOARD_BOTHBAD") or "tie"
 LEADERBOARD_ELO_K = env_float("LEADERBOARD_ELO_K", 4.0)
 LEADERBOARD_REFRESH_DEBOUNCE_SECONDS = env_float("LEADERBOARD_REFRESH_DEBOUNCE_SECONDS", 30.0)
+# Votes reach online Elo in one drain per window: the first vote of a window enqueues it.
+LEADERBOARD_ELO_DRAIN_SECONDS = env_float("LEADERBOARD_ELO_DRAIN_SECONDS", 0.25)

@@ -11,8 +11,10 @@ moves by the queued battles' groups only (built whole the first time and after a
 changed or a vote record was changed or removed). Style-control snapshots run in their own task
 unless LEADERBOARD_STYLE_REFRESH_SECONDS is 0.
 
-Online Elo: ``elo_record_vote`` is called once per vote (a repeated call is harmless) and moves the
-Elo of both models in every category of the battle; ``elo_rebuild`` replays all counted votes.
+Online Elo: a committed vote asks for a drain (``schedule_elo_drain``: one Redis ``SET NX`` per
+vote, one task per LEADERBOARD_ELO_DRAIN_SECONDS window); ``elo_drain`` then moves the Elo of both
+models in every category of each vote not applied yet, oldest first, in batches. ``elo_record_vote``
+does the same for one vote (a repeated call is harmless); ``elo_rebuild`` replays all counted votes.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from typing import Callable, Iterator, TextIO
 import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, TruncDay
 from django.utils import timezone
 
 from arena.models import ArenaModel, Battle, BattleStatus, Generation, GenerationStatus, Turn, Vote
@@ -58,8 +61,8 @@ from leaderboard.selectors import (
 
 log = logging.getLogger(__name__)
 
-# Advisory lock keys (PostgreSQL): Elo updates are serialised so that a rebuild and the per-vote hook
-# never interleave; refreshes do not overlap.
+# Advisory lock keys (PostgreSQL): Elo updates are serialised so that a rebuild, a drain and a
+# single vote's update never interleave; refreshes do not overlap.
 _ELO_LOCK = 7_311_001
 _REFRESH_LOCK = 7_311_002
 
@@ -149,52 +152,124 @@ def _rating_scale(config: LeaderboardSettings) -> RatingScale:
     return RatingScale(config.scale, config.base, config.initial)
 
 
-def _counts_for_elo(record: VoteRecord, config: LeaderboardSettings) -> bool:
-    """The same filters as the refresh, judged when the vote arrives."""
-    eligible = eligible_records()
-    if not eligible.filter(pk=record.pk).exists():
-        return False
-    earlier = eligible.filter(Q(voted_at__lt=record.voted_at) | Q(voted_at=record.voted_at, vote_id__lt=record.vote_id))
+def _counted_for_elo(records: list[VoteRecord], config: LeaderboardSettings) -> set[int]:
+    """The vote ids among ``records`` that count for Elo: the same filters as the refresh, judged
+    when the votes arrive, in one query for the whole list.
+
+    Each record is judged against the eligible records cast before it (by voted_at, then vote_id),
+    whether or not those were applied yet, so the answer does not depend on how votes are batched.
+    """
+    if not records:
+        return set()
+    eligible = eligible_records().filter(pk__in=[record.pk for record in records]).order_by()
+    earlier = Q(voted_at__lt=OuterRef("voted_at")) | Q(voted_at=OuterRef("voted_at"), vote_id__lt=OuterRef("vote_id"))
+    columns = ["vote_id"]
     if config.rater_daily_cap > 0:
-        day = record.voted_at.astimezone(dt_timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        same_day = earlier.filter(rater_id=record.rater_id, voted_at__gte=day, voted_at__lt=day + timedelta(days=1))
-        if same_day.count() >= config.rater_daily_cap:
-            return False
-    if config.deduplicate_prompts and record.prompt_hash:
-        if earlier.filter(prompt_hash=record.prompt_hash).exists():
-            return False
-    return True
+        # Eligible votes of the same rater earlier on the same UTC day.
+        same_day = (eligible_records().filter(earlier, rater_id=OuterRef("rater_id"), voted_at__gte=OuterRef("day"))
+                    .order_by().values("rater_id").annotate(n=Count("pk")).values("n"))
+        eligible = eligible.annotate(day=TruncDay("voted_at", tzinfo=dt_timezone.utc),
+                                     earlier_that_day=Coalesce(Subquery(same_day), 0))
+        columns.append("earlier_that_day")
+    if config.deduplicate_prompts:
+        eligible = eligible.annotate(repeated=Exists(eligible_records().filter(earlier, prompt_hash=OuterRef("prompt_hash"))))
+        columns += ["prompt_hash", "repeated"]
+    counted = set()
+    for row in eligible.values(*columns):
+        if config.rater_daily_cap > 0 and row["earlier_that_day"] >= config.rater_daily_cap:
+            continue
+        if config.deduplicate_prompts and row["prompt_hash"] and row["repeated"]:
+            continue
+        counted.add(row["vote_id"])
+    return counted
 
 
-def _elo_apply(*, categories: list[str], name_a: str, name_b: str, contender_a: int | None,
-               contender_b: int | None, score_a: float, config: LeaderboardSettings) -> None:
-    EloRating.objects.bulk_create(
-        [EloRating(category=category, model_name=name, contender_id=contender, rating=config.initial)
-         for category in categories for name, contender in ((name_a, contender_a), (name_b, contender_b))],
-        ignore_conflicts=True,
-    )
-    rows = {(row.category, row.model_name): row
-            for row in EloRating.objects.filter(category__in=categories, model_name__in=[name_a, name_b])}
+@dataclass
+class _EloMove:
+    """One counted vote as online Elo applies it."""
+
+    categories: list[str]
+    name_a: str
+    name_b: str
+    contender_a: int | None
+    contender_b: int | None
+    score_a: float
+
+
+def _elo_apply(moves: list[_EloMove], config: LeaderboardSettings) -> None:
+    """Move the Elo of both models of each vote, in the order given, in every category of the vote.
+
+    The rows concerned are read once, moved in memory vote after vote and written back once, so a
+    batch of votes costs the same few queries as one vote.
+    """
+    contenders: dict[tuple[str, str], int | None] = {}
+    for move in moves:
+        for category in move.categories:
+            contenders[(category, move.name_a)] = move.contender_a
+            contenders[(category, move.name_b)] = move.contender_b
+    if not contenders:
+        return
+
+    def load() -> dict[tuple[str, str], EloRating]:
+        found = EloRating.objects.filter(category__in={key[0] for key in contenders},
+                                         model_name__in={key[1] for key in contenders})
+        return {(row.category, row.model_name): row for row in found if (row.category, row.model_name) in contenders}
+
+    rows = load()
+    if len(rows) < len(contenders):
+        EloRating.objects.bulk_create(
+            [EloRating(category=category, model_name=name, contender_id=contender, rating=config.initial)
+             for (category, name), contender in contenders.items() if (category, name) not in rows],
+            ignore_conflicts=True,
+        )
+        rows = load()
     scale = _rating_scale(config)
     now = timezone.now()
-    for category in categories:
-        row_a, row_b = rows[(category, name_a)], rows[(category, name_b)]
-        # The engine's OnlineElo update, term for term, so that replaying gives the same numbers.
-        expected_a = 1.0 / (1.0 + scale.base ** ((row_b.rating - row_a.rating) / scale.scale))
-        delta = config.elo_k * (score_a - expected_a)
-        row_a.rating += delta
-        row_b.rating -= delta
-        for row in (row_a, row_b):
-            row.votes += 1
-            row.updated_at = now
-    EloRating.objects.bulk_update(list(rows.values()), ["rating", "votes", "updated_at"])
+    for move in moves:
+        for category in move.categories:
+            row_a, row_b = rows[(category, move.name_a)], rows[(category, move.name_b)]
+            # The engine's OnlineElo update, term for term, so that replaying gives the same numbers.
+            expected_a = 1.0 / (1.0 + scale.base ** ((row_b.rating - row_a.rating) / scale.scale))
+            delta = config.elo_k * (move.score_a - expected_a)
+            row_a.rating += delta
+            row_b.rating -= delta
+            row_a.votes += 1
+            row_b.votes += 1
+    for row in rows.values():
+        row.updated_at = now
+    EloRating.objects.bulk_update(list(rows.values()), ["rating", "votes", "updated_at"], batch_size=500)
+
+
+def _elo_apply_records(records: list[VoteRecord], config: LeaderboardSettings) -> set[int]:
+    """Apply online Elo for records not applied yet, in the order given, and mark them applied.
+
+    Call it inside a transaction holding the Elo lock, with ``model_a`` and ``model_b`` selected
+    along. Returns the vote ids that counted.
+    """
+    policy = TiePolicy(config.ties, config.bothbad)
+    scores = {record.vote_id: policy.score_of_a(record.winner) for record in records}
+    counted = _counted_for_elo([record for record in records if scores[record.vote_id] is not None], config)
+    moves = [
+        _EloMove(
+            categories=cats.categories_of(language=record.language, is_coding=record.is_coding,
+                                          prompt_chars=record.prompt_chars, turns=record.turns,
+                                          long_prompt_chars=config.long_prompt_chars),
+            name_a=record.model_a.display_name, name_b=record.model_b.display_name,
+            contender_a=record.model_a_id, contender_b=record.model_b_id, score_a=scores[record.vote_id],
+        )
+        for record in records if record.vote_id in counted
+    ]
+    _elo_apply(moves, config)
+    VoteRecord.objects.filter(pk__in=[record.pk for record in records]).update(elo_applied=True)
+    return counted
 
 
 def elo_record_vote(*, vote: Vote) -> bool:
-    """Update online Elo for one new vote; True when the vote counted.
+    """Update online Elo for one vote; True when the vote counted.
 
     Call it once the vote is committed. Calling it again for the same vote changes nothing, and a
-    vote it never saw is picked up by the next refresh.
+    vote it never saw is picked up by the next drain or refresh. Votes usually reach Elo through
+    ``elo_drain`` instead, many at a time.
     """
     config = LeaderboardSettings.load()
     with transaction.atomic():
@@ -205,35 +280,48 @@ def elo_record_vote(*, vote: Vote) -> bool:
                   .get(vote_id=vote.pk))
         if record.elo_applied:
             return False
-        score = TiePolicy(config.ties, config.bothbad).score_of_a(record.winner)
-        counted = score is not None and _counts_for_elo(record, config)
-        if counted:
-            _elo_apply(
-                categories=cats.categories_of(language=record.language, is_coding=record.is_coding,
-                                              prompt_chars=record.prompt_chars, turns=record.turns,
-                                              long_prompt_chars=config.long_prompt_chars),
-                name_a=record.model_a.display_name, name_b=record.model_b.display_name,
-                contender_a=record.model_a_id, contender_b=record.model_b_id, score_a=score, config=config,
-            )
-        record.elo_applied = True
-        record.save(update_fields=["elo_applied"])
-    return counted
+        return vote.pk in _elo_apply_records([record], config)
 
 
-# Beyond this many missed votes one replay of everything is cheaper than a few queries per vote.
-_CATCH_UP_LIMIT = 50
+ELO_DRAIN_BATCH = 500
+
+
+def elo_drain(*, batch_size: int = ELO_DRAIN_BATCH, fill: bool = True) -> int:
+    """Apply online Elo for every committed vote not applied yet, oldest first (voted_at, vote_id).
+
+    Votes without a record get one first (``fill``). Then ``batch_size`` votes at a time, each batch
+    in its own transaction under the Elo lock: the ratings are exactly those of ``elo_record_vote``
+    called once per vote in that order, for a few queries per batch. Returns the votes applied
+    (counted or not). Running it twice at once, or again, is harmless: each vote is applied once.
+    """
+    config = LeaderboardSettings.load()
+    if fill:
+        vote_records_fill()
+    applied = 0
+    while True:
+        with transaction.atomic():
+            _advisory_xact_lock(_ELO_LOCK)
+            records = list(VoteRecord.objects.filter(elo_applied=False).select_related("model_a", "model_b")
+                           .order_by("voted_at", "vote_id")[:batch_size])
+            if records:
+                _elo_apply_records(records, config)
+        applied += len(records)
+        if len(records) < batch_size:
+            return applied
+
+
+# Beyond this many missed votes one replay of everything is cheaper than draining them in batches.
+_CATCH_UP_LIMIT = 100_000
 
 
 def elo_catch_up() -> int:
-    """Apply Elo for recorded votes whose hook never ran, oldest first."""
-    pending = list(VoteRecord.objects.filter(elo_applied=False).order_by("voted_at", "vote_id")
-                   .values_list("vote_id", flat=True)[:_CATCH_UP_LIMIT + 1])
-    if len(pending) > _CATCH_UP_LIMIT:
+    """Apply Elo for recorded votes no drain has applied yet (Redis or the worker was down), oldest
+    first; returns how many. The refresh calls it after recording new votes."""
+    pending = VoteRecord.objects.filter(elo_applied=False)[:_CATCH_UP_LIMIT + 1].count()
+    if pending > _CATCH_UP_LIMIT:
         elo_rebuild()
-        return len(pending)
-    for vote_id in pending:
-        elo_record_vote(vote=Vote(pk=vote_id))
-    return len(pending)
+        return pending
+    return elo_drain(fill=False) if pending else 0
 
 
 def _epoch(moment: datetime | None) -> float:
@@ -826,10 +914,11 @@ def _jsonable(value):
 
 
 # --------------------------------------------------------------------------------------------------
-# Debounced refresh
+# Debounced refresh and Elo drain
 
 PENDING_KEY = "leaderboard:refresh:pending"
 STYLE_PENDING_KEY = "leaderboard:refresh:style:pending"
+ELO_PENDING_KEY = "leaderboard:elo:pending"
 _pending_lock = threading.Lock()
 _pending_until: dict[str, float] = {}
 _redis_clients: dict[str, object] = {}
@@ -855,6 +944,15 @@ def _claim_pending(delay: float, key: str = PENDING_KEY) -> bool:
             return False
         _pending_until[key] = now + delay
         return True
+
+
+def _release_pending(key: str) -> None:
+    """End a debounce window early: the next caller claims a new one."""
+    if getattr(settings, "REDIS_URL", None):
+        _redis(settings.REDIS_URL).delete(key)
+        return
+    with _pending_lock:
+        _pending_until.pop(key, None)
 
 
 def _run_refresh_in_process(categories: list[str] | None = None, style: bool = False) -> None:
@@ -898,6 +996,60 @@ def schedule_refresh(*, countdown: float | None = None, style: bool = False) -> 
     except Exception:
         log.exception("could not schedule a leaderboard refresh")
         return False
+
+
+def _elo_drain_window() -> float:
+    return float(getattr(settings, "LEADERBOARD_ELO_DRAIN_SECONDS", 0.25))
+
+
+def _enqueue_elo_drain() -> None:
+    from leaderboard.tasks import drain_elo
+    from workers import dispatch
+
+    try:
+        dispatch.enqueue(drain_elo)
+    except Exception:
+        log.exception("could not start the online Elo drain")
+
+
+def schedule_elo_drain() -> bool:
+    """After a vote commits: ask for one Elo drain, LEADERBOARD_ELO_DRAIN_SECONDS from now, unless
+    one is already pending for this window; True when this call enqueued it.
+
+    Costs one Redis ``SET NX PX`` (with REDIS_URL; a lock and a time stamp in this process
+    otherwise), and a task only for the first vote of a window. Never raises: a vote must not fail
+    because the broker or Redis is down; its Elo is then applied by the next drain or the periodic
+    refresh.
+    """
+    window = _elo_drain_window()
+    try:
+        if not _claim_pending(window, ELO_PENDING_KEY):
+            return False
+        if getattr(settings, "GENERATION_IN_PROCESS", False):
+            timer = threading.Timer(window, _enqueue_elo_drain)
+            timer.daemon = True
+            timer.start()
+        else:
+            from leaderboard.tasks import drain_elo
+
+            drain_elo.apply_async(countdown=window)
+        return True
+    except Exception:
+        log.exception("could not schedule the online Elo drain")
+        return False
+
+
+def elo_drain_now() -> int:
+    """The drain task's work: end the window, then apply every vote not applied yet.
+
+    The window ends first, so a vote that commits while this drain runs claims the next window
+    (and its own drain) instead of waiting for the periodic refresh.
+    """
+    try:
+        _release_pending(ELO_PENDING_KEY)
+    except Exception:
+        log.exception("could not end the online Elo drain window; it expires on its own")
+    return elo_drain()
 
 
 def refresh_enqueue_now(*, categories: list[str] | None = None) -> None:

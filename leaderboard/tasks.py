@@ -45,15 +45,21 @@ def refresh_style() -> dict:
     return summary
 
 
-@shared_task(name="leaderboard.record_vote", ignore_result=True, soft_time_limit=60, time_limit=90)
-def record_vote(vote_id: int) -> None:
-    """After a vote commits: move online Elo at once, and ask for a debounced snapshot refresh.
+@shared_task(name="leaderboard.drain_elo", ignore_result=True, soft_time_limit=600, time_limit=660)
+def drain_elo() -> int:
+    """Apply online Elo for every vote committed and not applied yet, then ask for a debounced
+    snapshot refresh. Enqueued by the first vote of each LEADERBOARD_ELO_DRAIN_SECONDS window.
 
-    A repeated or late run is harmless: Elo is applied once per vote, and the refresh is debounced.
+    A repeated or late run is harmless: each vote is applied once, and the refresh is debounced.
     """
-    from arena.models import Vote
-    from leaderboard.services import elo_record_vote, schedule_refresh
+    from leaderboard.services import elo_drain_now, schedule_refresh
 
-    if Vote.objects.filter(pk=vote_id).exists():
-        elo_record_vote(vote=Vote(pk=vote_id))
+    applied = elo_drain_now()
     schedule_refresh()
+    return applied
+
+
+@shared_task(name="leaderboard.record_vote", ignore_result=True, soft_time_limit=600, time_limit=660)
+def record_vote(vote_id: int | None = None) -> int:
+    """Kept for messages queued before votes were drained in batches: runs the drain."""
+    return drain_elo()

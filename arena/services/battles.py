@@ -305,14 +305,15 @@ def _answers(battle: Battle) -> list[tuple]:
 
 
 def _vote_counted(vote_id: int) -> None:
-    from leaderboard.tasks import record_vote
-    from workers.dispatch import enqueue
+    """After the vote commits: ask for the debounced Elo drain (one Redis call; a task only for the
+    first vote of a window), which applies every vote not applied yet."""
+    from leaderboard.services import schedule_elo_drain
 
     try:
-        enqueue(record_vote, vote_id)
+        schedule_elo_drain()  # logs and returns False when Redis or the broker is down
     except Exception:
-        # The vote is stored; Elo and snapshots catch up at the next periodic refresh.
-        log.exception("could not enqueue the rating update for vote %s", vote_id)
+        # The vote is stored; Elo and snapshots catch up at the next drain or periodic refresh.
+        log.exception("could not ask for the rating update of vote %s", vote_id)
 
 
 @dataclass(frozen=True)

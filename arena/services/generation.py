@@ -223,8 +223,10 @@ def _stream_claimed(generation: Generation) -> None:
                             if isinstance(item, Delta):
                                 text = storable_text(item.text)
                                 chunks.append(text)
-                                publisher.add(text)
+                                sent = publisher.add(text)
                                 watch.check()
+                                if sent:
+                                    publisher.pace()
                             elif isinstance(item, Finish):
                                 # All of the text is out before the answer counts as done: the other
                                 # side announces "ready" as soon as it reads both done.

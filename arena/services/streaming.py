@@ -31,7 +31,8 @@ def contender_stream_to_group(*, contender_id: int, prompt: str, group: str, sid
                 contender.endpoint(), conversation_for(contender, [("user", prompt)]), contender.preset.params()
             ):
                 if isinstance(item, Delta):
-                    publisher.add(item.text)
+                    if publisher.add(item.text):
+                        publisher.pace()
                 elif isinstance(item, Finish):
                     publisher.finish(finish_reason=item.finish_reason, output_tokens=item.output_tokens)
     except BackendError as exc:

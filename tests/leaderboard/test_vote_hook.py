@@ -1,4 +1,4 @@
-"""A vote moves online Elo at once and brings a new snapshot soon after, through the real queue."""
+"""A vote moves online Elo within a drain window and brings a new snapshot soon after, through the real queue."""
 from __future__ import annotations
 
 import time
