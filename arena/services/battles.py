@@ -1,6 +1,7 @@
 """Writes for battles: start, submit a turn, vote, reveal. Each runs in one transaction."""
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import uuid
@@ -9,8 +10,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Subquery
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from arena import metrics
@@ -19,6 +18,7 @@ from arena.models import (
 )
 from arena.pairing import NotEnoughContenders, sample_pair
 from arena.selectors import contenders_nameable, contenders_offerable
+from arena.services import vote_sql
 from workers.streaming import group_send
 
 log = logging.getLogger(__name__)
@@ -249,59 +249,53 @@ def vote_cast(*, battle: Battle, rater, winner: str) -> Vote:
 def vote_and_reveal(*, battle: Battle, rater, winner: str) -> list[RevealedSide]:
     """``vote_cast`` then ``battle_reveal`` in one go, the names from the rows the vote already read."""
     _vote_row, locked, answers = _vote(battle=battle, rater=rater, winner=winner, names=True)
-    return _revealed(locked, answers)
+    return _revealed(locked.names, answers)
 
 
-def _vote(*, battle: Battle, rater, winner: str, names: bool) -> tuple[Vote, Battle, list[tuple]]:
+def _vote(*, battle: Battle, rater, winner: str, names: bool) -> tuple[Vote, vote_sql.LockedBattle, list[tuple]]:
     if winner not in Winner.values:
         raise BattleError(f"Unknown vote {winner!r}.", code="bad_vote")
     _check_owner(battle, rater)
+    # Four statements written out once (arena.services.vote_sql): a vote's speed is its CPU.
     with transaction.atomic():
         # The lock first: every check on the answers below reads what committed before it (a stop,
         # a regeneration). The same statement counts the rater's votes of the last day (the cap
-        # needs no lock) and, when they are to be revealed, loads the contenders.
-        day_start = timezone.now() - timedelta(days=1)
-        votes_today = (Vote.objects.filter(rater=rater, created_at__gte=day_start).order_by().values("rater")
-                       .annotate(n=Count("pk")).values("n"))
-        locked = Battle.objects.select_for_update(of=("self",)).annotate(
-            votes_today=Coalesce(Subquery(votes_today), 0))
-        battle = (locked.select_related("model_a__preset", "model_b__preset") if names else locked).get(pk=battle.pk)
-        if battle.status == BattleStatus.VOTED or battle.revealed_at is not None:
+        # needs no lock) and, when they are to be revealed, reads the contenders' names.
+        locked = vote_sql.lock_battle(battle_id=battle.pk, rater_id=rater.pk,
+                                      votes_since=timezone.now() - timedelta(days=1), names=names)
+        if locked is None:
+            raise Battle.DoesNotExist("Battle matching query does not exist.")
+        if locked.status == BattleStatus.VOTED or locked.revealed_at is not None:
             raise BattleError("This battle already has a vote.", code="already_voted")
-        if battle.status == BattleStatus.FAILED:
+        if locked.status == BattleStatus.FAILED:
             raise BattleError("A side failed in this battle, so it cannot be voted on.", code="battle_failed")
         # One query for every check on the answers and for the reveal (votes per second depend on round trips).
-        answers = _answers(battle)
+        answers = vote_sql.answers(battle.pk)
         statuses = {status for _index, _side, status, *_rest in answers}
         if GenerationStatus.STOPPED in statuses:
             raise BattleError("Stopped answers cannot be voted on: regenerate them or start a new battle.",
                               code="stopped")
         if not answers or statuses != {GenerationStatus.DONE}:
             raise BattleError("Wait until both answers are finished before voting.", code="not_finished")
-        if battle.votes_today >= settings.ARENA_DAILY_VOTE_CAP:
+        if locked.votes_today >= settings.ARENA_DAILY_VOTE_CAP:
             raise BattleError("You reached today's vote limit. Thank you!", code="vote_cap")
         last_finish = max((finished for *_head, finished, _ttft, _tpot in answers if finished), default=None)
         now = timezone.now()
+        after = (now - last_finish).total_seconds() if last_finish else None
         try:
             # No savepoint: on a conflict the whole transaction is rolled back by the error below.
-            vote = Vote.objects.create(
-                battle=battle, rater=rater, winner=winner,
-                seconds_after_completion=(now - last_finish).total_seconds() if last_finish else None,
-            )
+            vote_id = vote_sql.insert_vote(battle_id=battle.pk, rater_id=rater.pk, winner=winner, created_at=now,
+                                           seconds_after_completion=after)
         except IntegrityError:
             raise BattleError("This battle already has a vote.", code="already_voted") from None
-        battle.status = BattleStatus.VOTED
-        battle.revealed_at = now
-        Battle.objects.filter(pk=battle.pk).update(status=battle.status, revealed_at=now)
+        vote_sql.mark_voted(battle_id=battle.pk, status=BattleStatus.VOTED, revealed_at=now)
         transaction.on_commit(lambda: metrics.record_vote(winner=winner))
-        transaction.on_commit(lambda: _vote_counted(vote.pk))
-    return vote, battle, answers
-
-
-def _answers(battle: Battle) -> list[tuple]:
-    """(turn index, side, status, finished_at, ttft ms, tpot ms) of every answer, by turn."""
-    return list(Generation.objects.filter(turn__battle=battle).order_by("turn__index", "side").values_list(
-        "turn__index", "side", "status", "finished_at", "time_to_first_token_ms", "time_per_output_token_ms"))
+        transaction.on_commit(lambda: _vote_counted(vote_id))
+    voted = copy.copy(battle)  # the caller's object is left as it was read
+    voted.status, voted.revealed_at = BattleStatus.VOTED, now
+    vote = Vote(pk=vote_id, battle=voted, rater=rater, winner=winner, created_at=now, seconds_after_completion=after)
+    vote._state.adding, vote._state.db = False, transaction.get_connection().alias
+    return vote, locked, answers
 
 
 def _vote_counted(vote_id: int) -> None:
@@ -333,15 +327,18 @@ def battle_reveal(*, battle: Battle, rater) -> list[RevealedSide]:
     battle = Battle.objects.select_related("model_a__preset", "model_b__preset").get(pk=battle.pk)
     if battle.revealed_at is None:
         raise BattleError("Names are revealed after the vote.", code="not_revealed")
-    return _revealed(battle, _answers(battle))
+    names = {side: (contender.display_name, contender.organisation, contender.preset.name)
+             for side, contender in ((Side.A, battle.model_a), (Side.B, battle.model_b))}
+    return _revealed(names, vote_sql.answers(battle.pk))
 
 
-def _revealed(battle: Battle, answers: list[tuple]) -> list[RevealedSide]:
+def _revealed(names: dict[str, tuple[str, str, str]], answers: list[tuple]) -> list[RevealedSide]:
+    """Each side's contender (display name, organisation, preset) with its last turn's speed."""
     last = {side: (ttft, tpot) for _index, side, _status, _finished, ttft, tpot in answers}  # the last turn wins
     revealed = []
-    for side, contender in ((Side.A, battle.model_a), (Side.B, battle.model_b)):
+    for side in (Side.A, Side.B):
+        display_name, organisation, preset = names[side]
         ttft, tpot = last.get(side, (None, None))
-        revealed.append(RevealedSide(side=side, display_name=contender.display_name,
-                                     organisation=contender.organisation, preset=contender.preset.name,
+        revealed.append(RevealedSide(side=side, display_name=display_name, organisation=organisation, preset=preset,
                                      ttft_ms=ttft, tpot_ms=tpot))
     return revealed

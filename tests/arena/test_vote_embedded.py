@@ -1,0 +1,80 @@
+"""A vote on the embedded default's SQLite: the same statements, the same checks, the same rows."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.fixtures.services import REPO_ROOT
+
+SCRIPT = r'''
+import json, uuid
+from datetime import timedelta
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0, interactive=False)
+from django.contrib.auth.models import User
+from django.utils import timezone
+from arena.models import (ArenaModel, BackendServer, Battle, BattleStatus, DecodingPreset, Generation,
+                          GenerationStatus, HealthStatus, Side, Turn, Vote)
+from arena.services.battles import BattleError, battle_reveal, vote_and_reveal, vote_cast
+
+preset = DecodingPreset.objects.create(name="embedded-preset", temperature=0.7, max_new_tokens=64, seed=1)
+contenders = []
+for label in ("a", "b"):
+    server = BackendServer.objects.create(name=f"embedded-{label}", kind="tgi", base_url=f"http://127.0.0.1:9/{label}",
+                                          health_status=HealthStatus.UP)
+    contenders.append(ArenaModel.objects.create(display_name=f"Embedded {label.upper()}", organisation=f"Org {label}",
+                                                server=server, backend_model_id="tgi", preset=preset, enabled=True))
+rater = User.objects.create_user("embedded-rater", password="pw-embedded-1")
+finished = timezone.now() - timedelta(seconds=4)
+
+def battle(status=GenerationStatus.DONE):
+    b = Battle.objects.create(public_id=uuid.uuid4(), rater=rater, model_a=contenders[0], model_b=contenders[1])
+    t = Turn.objects.create(battle=b, index=1, prompt="Which is better?")
+    for side, contender, ttft in ((Side.A, contenders[0], 40.0), (Side.B, contenders[1], 55.0)):
+        Generation.objects.create(turn=t, side=side, contender=contender, status=status, text="answer",
+                                  time_to_first_token_ms=ttft, time_per_output_token_ms=9.0,
+                                  finished_at=finished if status == GenerationStatus.DONE else None)
+    return b
+
+out = {}
+first = battle()
+vote = vote_cast(battle=first, rater=rater, winner="model_b")
+stored = Vote.objects.get(battle=first)
+out["vote"] = [vote.pk == stored.pk, stored.winner, round(stored.seconds_after_completion), vote.battle.status]
+row = Battle.objects.get(pk=first.pk)
+out["battle"] = [row.status, row.revealed_at is None, row.revealed_at == vote.created_at == stored.created_at]
+try:
+    vote_cast(battle=first, rater=rater, winner="tie")
+except BattleError as exc:
+    out["again"] = exc.code
+out["revealed"] = [[r.side, r.display_name, r.organisation, r.preset, r.ttft_ms] for r in battle_reveal(battle=first, rater=rater)]
+second = battle()
+out["reveal_now"] = [[r.display_name, r.ttft_ms] for r in vote_and_reveal(battle=second, rater=rater, winner="tie")]
+try:
+    vote_cast(battle=battle(GenerationStatus.STREAMING), rater=rater, winner="tie")
+except BattleError as exc:
+    out["unfinished"] = exc.code
+out["votes"] = Vote.objects.count()
+print(json.dumps(out))
+'''
+
+
+def test_a_vote_on_sqlite_is_stored_checked_and_revealed(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"}}
+    env.update({"DJANGO_SETTINGS_MODULE": "arena.settings", "SQLITE_PATH": str(tmp_path / "db.sqlite3")})
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["vote"] == [True, "model_b", 4, "voted"]
+    assert out["battle"] == ["voted", False, True]
+    assert out["again"] == "already_voted"
+    assert out["revealed"] == [["a", "Embedded A", "Org a", "embedded-preset", 40.0],
+                               ["b", "Embedded B", "Org b", "embedded-preset", 55.0]]
+    assert out["reveal_now"] == [["Embedded A", 40.0], ["Embedded B", 55.0]]
+    assert out["unfinished"] == "not_finished"
+    assert out["votes"] == 2
