@@ -1,4 +1,4 @@
-"""A vote on the embedded default's SQLite: the same statements, the same checks, the same rows."""
+"""Statements written out as SQL (a vote, the role check) on the embedded default's SQLite."""
 from __future__ import annotations
 
 import json
@@ -59,6 +59,14 @@ try:
 except BattleError as exc:
     out["unfinished"] = exc.code
 out["votes"] = Vote.objects.count()
+from django.contrib.auth.models import Group
+from arena import roles
+Group.objects.create(name="rater").user_set.add(rater)
+staff = User.objects.create_user("embedded-staff", password="pw-embedded-1", is_staff=True)
+inactive = User.objects.create_user("embedded-gone", password="pw-embedded-1", is_active=False, is_staff=True)
+out["may"] = [roles.user_may(rater.pk, {"rater"}), roles.user_may(rater.pk, {"viewer", "admin"}),
+              roles.user_may(staff.pk, {"rater", "admin"}), roles.user_may(staff.pk, {"rater"}),
+              roles.user_may(inactive.pk, {"admin"})]
 print(json.dumps(out))
 '''
 
@@ -78,3 +86,4 @@ def test_a_vote_on_sqlite_is_stored_checked_and_revealed(tmp_path):
     assert out["reveal_now"] == [["Embedded A", 40.0], ["Embedded B", 55.0]]
     assert out["unfinished"] == "not_finished"
     assert out["votes"] == 2
+    assert out["may"] == [True, False, True, False, False]
