@@ -13,8 +13,9 @@ in the "rater" group, spread so no rater reaches the daily vote cap). Then casts
    vote may be stored and the others must be refused.
 
 Prints votes/s, p50/p99 latency, votes sent, accepted, refused and stored, and lost (accepted or
-sent but not stored as sent: must be 0). Each vote also enqueues its rating update on the Redis
-broker, as in production; no worker consumes them unless --with-worker is given. Exits non-zero
+sent but not stored as sent: must be 0). Each vote also asks for the online Elo drain, as in
+production (one Redis call per vote, one task on the Redis broker per drain window); no worker
+consumes those tasks unless --with-worker is given. Exits non-zero
 if a vote is lost or a storm stores anything but exactly one vote.
 
 A WebSocket the server closes is reopened and its battle resumed, as the battle page does; such
@@ -387,7 +388,7 @@ def storm_line(label: str, battles: list, accepted: list[int], refused: Counter,
 def report(outcomes: list[Outcome], storms: list[tuple[str, bool]], storm_size: int, with_worker: bool,
            load_before: float, read_timeouts: int) -> None:
     print("Votes on PostgreSQL through the real path (vote_cast: row lock, checks, insert, status update, "
-          f"rating update enqueued on Redis{'; a Celery worker consumes them' if with_worker else ''}); loopback.")
+          f"Elo drain asked for on Redis{'; a Celery worker drains' if with_worker else ''}); loopback.")
     print(f"Host: {os.cpu_count()} CPUs, load average {load_before:.1f} when the votes started "
           "(other work on the host counts against every process here).")
     print()
@@ -434,7 +435,7 @@ def main() -> int:
     parser.add_argument("--storm-battles", type=int, default=20, help="battles in each double-vote storm")
     parser.add_argument("--storm-size", type=int, default=10, help="concurrent votes on each storm battle")
     parser.add_argument("--with-worker", action="store_true",
-                        help="also run a Celery worker that consumes the rating updates the votes enqueue")
+                        help="also run a Celery worker that runs the Elo drains the votes ask for")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="longest wait for any one answer")
     parser.add_argument("--db-conn-max-age", type=int, default=None, metavar="SECONDS",
                         help="DB_CONN_MAX_AGE for this process and the web process (above 0: persistent connections instead "

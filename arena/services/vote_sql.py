@@ -6,11 +6,16 @@ the same statements, with table and column names taken from the models, for Post
 ``FOR UPDATE OF`` the battle) and SQLite (the embedded default, where a write transaction already
 excludes every other writer).
 
-Callers run them inside ``transaction.atomic()``; database errors (a second vote's unique
-violation) surface as Django's own exceptions, as through the ORM.
+On PostgreSQL they go through a server-side-binding cursor, so psycopg prepares each one on a
+connection after a few uses and PostgreSQL stops parsing and planning them for every vote (the
+pool keeps connections, and their prepared statements, for many votes). Callers run them inside
+``transaction.atomic()``; database errors (a second vote's unique violation) surface as Django's
+own exceptions, as through the ORM.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 from functools import lru_cache
@@ -92,13 +97,26 @@ def _moment(value) -> datetime | None:
     return value
 
 
+@contextmanager
+def _cursor() -> Iterator:
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
 def _param(moment: datetime):
     return connection.ops.adapt_datetimefield_value(moment)
 
 
 def lock_battle(*, battle_id: int, rater_id: int, votes_since: datetime, names: bool) -> LockedBattle | None:
     """Lock the battle row (PostgreSQL) and read its state; None when the battle is gone."""
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(_lock_sql(connection.vendor, names), [rater_id, _param(votes_since), battle_id])
         row = cursor.fetchone()
     if row is None:
@@ -111,7 +129,7 @@ def lock_battle(*, battle_id: int, rater_id: int, votes_since: datetime, names: 
 
 def answers(battle_id: int) -> list[tuple]:
     """(turn index, side, status, finished_at, ttft ms, tpot ms) of every answer, by turn."""
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(_answers_sql(connection.vendor), [battle_id])
         rows = cursor.fetchall()
     return [(index, side, status, _moment(finished), ttft, tpot) for index, side, status, finished, ttft, tpot in rows]
@@ -119,12 +137,12 @@ def answers(battle_id: int) -> list[tuple]:
 
 def insert_vote(*, battle_id: int, rater_id: int, winner: str, created_at: datetime,
                 seconds_after_completion: float | None) -> int:
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(_insert_sql(connection.vendor),
                        [battle_id, rater_id, winner, _param(created_at), seconds_after_completion])
         return cursor.fetchone()[0]
 
 
 def mark_voted(*, battle_id: int, status: str, revealed_at: datetime) -> None:
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(_mark_sql(connection.vendor), [status, _param(revealed_at), battle_id])
