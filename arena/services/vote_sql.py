@@ -6,9 +6,11 @@ the same statements, with table and column names taken from the models, for Post
 ``FOR UPDATE OF`` the battle) and SQLite (the embedded default, where a write transaction already
 excludes every other writer).
 
-On PostgreSQL they go through a server-side-binding cursor, so psycopg prepares each one on a
-connection after a few uses and PostgreSQL stops parsing and planning them for every vote (the
-pool keeps connections, and their prepared statements, for many votes). Callers run them inside
+On PostgreSQL they go through a server-side-binding cursor; with the process's own connection
+pool (the default) psycopg prepares each one on a connection after a few uses, and PostgreSQL
+stops parsing and planning them for every vote. Without it (DB_POOL_MAX_SIZE=0, perhaps behind
+PgBouncer's transaction pooling, where a session's prepared statements do not follow it) nothing
+is prepared. Callers run them inside
 ``transaction.atomic()``; database errors (a second vote's unique violation) surface as Django's
 own exceptions, as through the ORM.
 """
@@ -23,6 +25,7 @@ from functools import lru_cache
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
+from arena.dbpool import pooled
 from arena.models import ArenaModel, Battle, DecodingPreset, Generation, Turn, Vote
 
 
@@ -97,16 +100,30 @@ def _moment(value) -> datetime | None:
     return value
 
 
+_PREPARE_ONLY_WHEN_ASKED = 2 ** 31 - 1
+
+
 @contextmanager
-def _cursor() -> Iterator:
+def _execute(sql: str, params: list) -> Iterator:
+    """Run one statement and hand over its cursor (prepared on PostgreSQL with our own pool)."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
+            cursor.execute(sql, params)
             yield cursor
         return
     import psycopg
 
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    # Prepared statements live on the server connection: only with the process's own pool is that
+    # connection ours for the whole session (behind PgBouncer's transaction pooling it is not).
+    prepare = pooled()
+    raw = connection.connection
+    if prepare and raw.prepare_threshold is None:
+        # Django turns preparing off on its connections; Django's own (client-side binding) cursors
+        # never prepare anyway, so this lets only the statements asked for here be prepared.
+        raw.prepare_threshold = _PREPARE_ONLY_WHEN_ASKED
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=prepare)
         yield cursor
 
 
@@ -116,8 +133,7 @@ def _param(moment: datetime):
 
 def lock_battle(*, battle_id: int, rater_id: int, votes_since: datetime, names: bool) -> LockedBattle | None:
     """Lock the battle row (PostgreSQL) and read its state; None when the battle is gone."""
-    with _cursor() as cursor:
-        cursor.execute(_lock_sql(connection.vendor, names), [rater_id, _param(votes_since), battle_id])
+    with _execute(_lock_sql(connection.vendor, names), [rater_id, _param(votes_since), battle_id]) as cursor:
         row = cursor.fetchone()
     if row is None:
         return None
@@ -129,20 +145,18 @@ def lock_battle(*, battle_id: int, rater_id: int, votes_since: datetime, names: 
 
 def answers(battle_id: int) -> list[tuple]:
     """(turn index, side, status, finished_at, ttft ms, tpot ms) of every answer, by turn."""
-    with _cursor() as cursor:
-        cursor.execute(_answers_sql(connection.vendor), [battle_id])
+    with _execute(_answers_sql(connection.vendor), [battle_id]) as cursor:
         rows = cursor.fetchall()
     return [(index, side, status, _moment(finished), ttft, tpot) for index, side, status, finished, ttft, tpot in rows]
 
 
 def insert_vote(*, battle_id: int, rater_id: int, winner: str, created_at: datetime,
                 seconds_after_completion: float | None) -> int:
-    with _cursor() as cursor:
-        cursor.execute(_insert_sql(connection.vendor),
-                       [battle_id, rater_id, winner, _param(created_at), seconds_after_completion])
+    with _execute(_insert_sql(connection.vendor),
+                  [battle_id, rater_id, winner, _param(created_at), seconds_after_completion]) as cursor:
         return cursor.fetchone()[0]
 
 
 def mark_voted(*, battle_id: int, status: str, revealed_at: datetime) -> None:
-    with _cursor() as cursor:
-        cursor.execute(_mark_sql(connection.vendor), [status, _param(revealed_at), battle_id])
+    with _execute(_mark_sql(connection.vendor), [status, _param(revealed_at), battle_id]):
+        pass
