@@ -1,6 +1,8 @@
 """Reads of the registry."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 from django.db.models import QuerySet
 
 from arena.models import ArenaModel, HealthStatus
@@ -39,14 +41,33 @@ def battle_for_rater(*, public_id, rater, anonymous: bool | None = None):
     """The rater's own battle, or None (someone else's battle looks exactly like a missing one).
 
     ``anonymous`` keeps the anonymous and the named page apart: each resumes only its own kind.
+    One statement written out once (every resume runs it; building it cost more than running it);
+    the contenders are not read with it (only a named battle's state needs them, and loads them).
     """
+    from django.db import connection
+
     from arena.models import Battle
 
-    battles = Battle.objects.select_related("model_a__preset", "model_b__preset").filter(public_id=public_id,
-                                                                                         rater=rater)
+    field = Battle._meta.get_field("public_id")
+    params = [field.get_db_prep_value(public_id, connection), rater.pk]
     if anonymous is not None:
-        battles = battles.filter(anonymous=anonymous)
-    return battles.first()
+        params.append(bool(anonymous))
+    found = list(Battle.objects.raw(_battle_for_rater_sql(connection.vendor, anonymous is not None), params))
+    return found[0] if found else None
+
+
+@lru_cache(maxsize=4)
+def _battle_for_rater_sql(vendor: str, by_kind: bool) -> str:
+    from django.db import connection
+
+    from arena.models import Battle
+
+    def column(name: str) -> str:
+        return connection.ops.quote_name(Battle._meta.get_field(name).column)
+
+    kind = f" AND {column('anonymous')} = %s" if by_kind else ""
+    return (f"SELECT * FROM {connection.ops.quote_name(Battle._meta.db_table)}"
+            f" WHERE {column('public_id')} = %s AND {column('rater')} = %s{kind} LIMIT 1")
 
 
 def current_generation_ids(*, battle) -> dict[str, int | None]:

@@ -1,4 +1,4 @@
-"""Statements written out as SQL (a vote, the role check) on the embedded default's SQLite."""
+"""Statements written out as SQL (a vote, the role check, the resume read) on the embedded default's SQLite."""
 from __future__ import annotations
 
 import json
@@ -64,6 +64,12 @@ from arena import roles
 Group.objects.create(name="rater").user_set.add(rater)
 staff = User.objects.create_user("embedded-staff", password="pw-embedded-1", is_staff=True)
 inactive = User.objects.create_user("embedded-gone", password="pw-embedded-1", is_active=False, is_staff=True)
+from arena.selectors import battle_for_rater
+out["resume"] = [battle_for_rater(public_id=first.public_id, rater=rater).pk == first.pk,
+                 battle_for_rater(public_id=first.public_id, rater=rater, anonymous=True).public_id == first.public_id,
+                 battle_for_rater(public_id=first.public_id, rater=rater, anonymous=False),
+                 battle_for_rater(public_id=first.public_id, rater=staff),
+                 battle_for_rater(public_id=uuid.uuid4(), rater=rater)]
 out["may"] = [roles.user_may(rater.pk, {"rater"}), roles.user_may(rater.pk, {"viewer", "admin"}),
               roles.user_may(staff.pk, {"rater", "admin"}), roles.user_may(staff.pk, {"rater"}),
               roles.user_may(inactive.pk, {"admin"})]
@@ -86,4 +92,5 @@ def test_a_vote_on_sqlite_is_stored_checked_and_revealed(tmp_path):
     assert out["reveal_now"] == [["Embedded A", 40.0], ["Embedded B", 55.0]]
     assert out["unfinished"] == "not_finished"
     assert out["votes"] == 2
+    assert out["resume"] == [True, True, None, None, None]
     assert out["may"] == [True, False, True, False, False]

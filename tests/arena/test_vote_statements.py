@@ -61,3 +61,17 @@ def test_nothing_is_prepared_without_the_pool(finished_battles, monkeypatch):
         vote_cast(battle=battle, rater=rater, winner="model_a")
     assert not [s for s in prepared_statements() if "arena_vote" in s or "FOR UPDATE OF b" in s]
     assert Vote.objects.filter(winner="model_a").count() == 8
+
+
+def test_a_resume_finds_only_the_raters_own_battle_of_the_kind_asked(finished_battles, django_user_model):
+    from arena.selectors import battle_for_rater
+
+    rater, (battle,) = finished_battles(1)
+    other = django_user_model.objects.create_user("statements-other", password="pw-statements-1")
+    found = battle_for_rater(public_id=battle.public_id, rater=rater)
+    assert found.pk == battle.pk and found.public_id == battle.public_id and found.status == battle.status
+    assert found.model_a.display_name == "Statements a"  # loaded when asked for
+    assert battle_for_rater(public_id=battle.public_id, rater=rater, anonymous=True).pk == battle.pk
+    assert battle_for_rater(public_id=battle.public_id, rater=rater, anonymous=False) is None
+    assert battle_for_rater(public_id=battle.public_id, rater=other) is None
+    assert battle_for_rater(public_id=uuid.uuid4(), rater=rater) is None
