@@ -1,4 +1,4 @@
-"""The Redis channel layer of the production topology: a group send in one round trip, batched receives.
+"""The Redis channel layer of the production topology, with a group send in one round trip.
 
 ``channels_redis.core.RedisChannelLayer.group_send`` costs four Redis round trips per message
 (expire members, read members, expire each member's old messages, then add the message). Every
@@ -11,24 +11,16 @@ appends that entry's value (the list of the key's member channels, packed by Red
 library), so what lands on each key is byte for byte what the parent class would have stored
 (apart from the random prefix every message gets).
 
-Receiving: the parent takes one message per four round trips (restore the backup queue, block
-for one message, back it up, clear the backup). All of one web process's WebSockets share one
-Redis key, so under load many messages wait there: a receive here moves up to
-``RECEIVE_BATCH`` of them to the backup queue and returns them in one script, keeps them in
-order in memory, and clears the backup once they are held. When nothing waits, the parent's
-blocking receive runs as before. Cancellation is as safe as the parent's: a batch taken but
-not yet held stays in the backup queue and is restored by the next receive.
+Receiving is the parent's, unchanged.
 
 Only the configuration that layout covers takes this path: one Redis host, msgpack without
 encryption, no per-channel capacities. Anything else falls back to the parent's group send.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
-from collections import deque
 
 import msgpack
 from channels_redis.core import RedisChannelLayer
@@ -69,33 +61,12 @@ return {over_capacity, #members}
 """
 
 
-# KEYS[1]: the channel's queue, KEYS[2]: its backup queue. ARGV[1]: most messages to take.
-_RECEIVE_BATCH = """
-local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-for i = #backed_up, 1, -2 do
-  redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
-end
-redis.call('DEL', KEYS[2])
-local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[1]))
-local members = {}
-for i = 1, #popped, 2 do
-  redis.call('ZADD', KEYS[2], popped[i + 1], popped[i])
-  members[#members + 1] = popped[i]
-end
-return members
-"""
-
-RECEIVE_BATCH = 200
-
-
 class ArenaRedisChannelLayer(RedisChannelLayer):
-    """``RedisChannelLayer`` with a one-call ``group_send`` and batched receives (see the module)."""
+    """``RedisChannelLayer`` whose ``group_send`` is one atomic Redis call (see the module)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._script = None
-        self._receive_script = None
-        self._held: dict[str, deque] = {}  # channel key -> (channel, message) taken from Redis, in order
 
     def one_call_group_send(self) -> bool:
         """Whether this configuration takes the one-call path (otherwise the parent's is used)."""
@@ -130,50 +101,3 @@ class ArenaRedisChannelLayer(RedisChannelLayer):
         if over_capacity > 0:
             # The parent's wording: operators (and the bench) look for it in the logs.
             logger.info("%s of %s channels over capacity in group %s", over_capacity, members, group)
-
-    async def receive_single(self, channel):
-        if self.ring_size != 1:
-            return await super().receive_single(channel)
-        assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
-        channel_key = self.prefix + channel
-        held = self._held.get(channel_key)
-        if held:
-            return held.popleft()
-        if await self._take_batch(channel, channel_key):
-            return self._held[channel_key].popleft()
-        return await super().receive_single(channel)  # nothing waiting: block for the next one
-
-    async def _take_batch(self, channel: str, channel_key: str) -> bool:
-        """Move up to RECEIVE_BATCH waiting messages into memory; False when none waited."""
-        connection = self.connection(0)
-        if self._receive_script is None:
-            self._receive_script = connection.register_script(_RECEIVE_BATCH)
-        backup = self._backup_channel_name(channel_key)
-        await self.receive_clean_locks.acquire(channel_key)
-        try:
-            contents = await self._receive_script(keys=[channel_key, backup], args=[RECEIVE_BATCH],
-                                                  client=connection)
-        except BaseException:
-            self.receive_clean_locks.release(channel_key)  # what was taken is still in the backup queue
-            raise
-        if not contents:
-            self.receive_clean_locks.release(channel_key)
-            return False
-        held = self._held.setdefault(channel_key, deque())
-        for content in contents:  # no await from here to the cleaner: taken and held at once
-            message = self.deserialize(content)
-            target = message.pop("__asgi_channel__", channel)
-            held.append((target, message))
-        cleaner = asyncio.ensure_future(connection.delete(backup))
-        self.receive_cleaners.append(cleaner)
-
-        def cleaned(task) -> None:
-            self.receive_cleaners.remove(task)
-            self.receive_clean_locks.release(channel_key)
-
-        cleaner.add_done_callback(cleaned)
-        return True
-
-    async def flush(self):
-        self._held.clear()
-        await super().flush()

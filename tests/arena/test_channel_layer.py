@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 import uuid
 
 import pytest
@@ -142,83 +141,3 @@ def test_configurations_the_one_call_layout_does_not_cover_use_the_parents_group
         one_call, got = asyncio.run(scenario(**config))
         assert not one_call
         assert got == {"type": "generation.delta", "seq": 9}
-
-
-async def command_calls(layer, command: str) -> int:
-    stats = await layer.connection(0).info("commandstats")
-    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
-
-
-def test_waiting_messages_are_received_in_batches_in_order_for_every_local_channel():
-    async def scenario():
-        layer = layers(ArenaRedisChannelLayer, capacity=1000)
-        channels = [await layer.new_channel() for _ in range(3)]  # three WebSockets of one process
-        for index, channel in enumerate(channels):
-            await layer.group_add(f"battle.{index}", channel)
-        for seq in range(1, 301):
-            for index in range(3):
-                await layer.group_send(f"battle.{index}", {"type": "generation.delta", "seq": seq, "to": index})
-        blocking_before = await command_calls(layer, "bzpopmin")
-        got = {index: [] for index in range(3)}
-
-        async def drain(index, channel):
-            while len(got[index]) < 300:
-                got[index].append(await asyncio.wait_for(layer.receive(channel), 5))
-
-        await asyncio.gather(*(drain(index, channel) for index, channel in enumerate(channels)))
-        blocking = await command_calls(layer, "bzpopmin") - blocking_before
-        left = await layer.connection(0).zcard(layer.prefix + layer.non_local_name(channels[0]))
-        await layer.flush()
-        await layer.close_pools()
-        return got, blocking, left
-
-    got, blocking, left = asyncio.run(scenario())
-    for index in range(3):
-        assert [m["seq"] for m in got[index]] == list(range(1, 301))
-        assert {m["to"] for m in got[index]} == {index}
-    assert blocking <= 1  # 900 messages, none of them taken by the one-at-a-time blocking pop
-    assert left == 0
-
-
-def test_a_batch_taken_but_never_held_is_restored_and_delivered_in_order():
-    """As after a receive cancelled between Redis taking the batch and the process holding it."""
-    async def scenario():
-        layer = layers(ArenaRedisChannelLayer)
-        channel = await layer.new_channel()
-        await layer.group_add("battle.6", channel)
-        for seq in (1, 2, 3, 4):
-            await layer.group_send("battle.6", {"type": "generation.delta", "seq": seq})
-        connection = layer.connection(0)
-        key = layer.prefix + layer.non_local_name(channel)
-        taken = await connection.zpopmin(key, 2)  # seq 1 and 2 moved to the backup queue, never held
-        await connection.zadd(layer._backup_channel_name(key), dict(taken))
-        got = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(4)]
-        backup_left = await connection.zcard(layer._backup_channel_name(key))
-        await layer.flush()
-        await layer.close_pools()
-        return got, backup_left
-
-    got, backup_left = asyncio.run(scenario())
-    assert [m["seq"] for m in got] == [1, 2, 3, 4]
-    assert backup_left == 0
-
-
-def test_a_receive_waiting_on_an_empty_channel_gets_the_next_message_at_once():
-    async def scenario():
-        layer = layers(ArenaRedisChannelLayer)
-        channel = await layer.new_channel()
-        await layer.group_add("battle.7", channel)
-        waiting = asyncio.ensure_future(layer.receive(channel))
-        await asyncio.sleep(0.2)
-        assert not waiting.done()
-        sent = time.monotonic()
-        await layer.group_send("battle.7", {"type": "generation.delta", "seq": 1})
-        message = await asyncio.wait_for(waiting, 5)
-        waited = time.monotonic() - sent
-        await layer.flush()
-        await layer.close_pools()
-        return message, waited
-
-    message, waited = asyncio.run(scenario())
-    assert message == {"type": "generation.delta", "seq": 1}
-    assert waited < 1.0  # woken by the blocking pop, not by the next poll
