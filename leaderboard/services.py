@@ -1002,16 +1002,6 @@ def _elo_drain_window() -> float:
     return float(getattr(settings, "LEADERBOARD_ELO_DRAIN_SECONDS", 0.25))
 
 
-def _enqueue_elo_drain() -> None:
-    from leaderboard.tasks import drain_elo
-    from workers import dispatch
-
-    try:
-        dispatch.enqueue(drain_elo)
-    except Exception:
-        log.exception("could not start the online Elo drain")
-
-
 def schedule_elo_drain() -> bool:
     """After a vote commits: ask for one Elo drain, LEADERBOARD_ELO_DRAIN_SECONDS from now, unless
     one is already pending for this window; True when this call enqueued it.
@@ -1025,13 +1015,15 @@ def schedule_elo_drain() -> bool:
     try:
         if not _claim_pending(window, ELO_PENDING_KEY):
             return False
-        if getattr(settings, "GENERATION_IN_PROCESS", False):
-            timer = threading.Timer(window, _enqueue_elo_drain)
-            timer.daemon = True
-            timer.start()
-        else:
-            from leaderboard.tasks import drain_elo
+        from leaderboard.tasks import drain_elo
 
+        if getattr(settings, "GENERATION_IN_PROCESS", False):
+            # In the process's task pool at once, waiting out the window there: whoever drains that
+            # pool (a shutdown, a test's teardown) also waits for this drain.
+            from workers import dispatch
+
+            dispatch.enqueue(drain_elo, wait_s=window)
+        else:
             drain_elo.apply_async(countdown=window)
         return True
     except Exception:

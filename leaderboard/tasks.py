@@ -46,13 +46,20 @@ def refresh_style() -> dict:
 
 
 @shared_task(name="leaderboard.drain_elo", ignore_result=True, soft_time_limit=600, time_limit=660)
-def drain_elo() -> int:
+def drain_elo(wait_s: float = 0.0) -> int:
     """Apply online Elo for every vote committed and not applied yet, then ask for a debounced
     snapshot refresh. Enqueued by the first vote of each LEADERBOARD_ELO_DRAIN_SECONDS window.
 
     A repeated or late run is harmless: each vote is applied once, and the refresh is debounced.
+    ``wait_s``: the rest of the window, waited here when the task runs in the web process's own
+    pool (the embedded default); on the broker a countdown does that instead.
     """
+    import time
+
     from leaderboard.services import elo_drain_now, schedule_refresh
+
+    if wait_s > 0:
+        time.sleep(min(wait_s, 60.0))
 
     applied = elo_drain_now()
     schedule_refresh()
