@@ -94,30 +94,28 @@ def battle_state(*, battle) -> dict:
 def battle_snapshot(*, battle, generations=None) -> tuple[dict, dict[str, int | None]]:
     """``battle_state`` and ``current_generation_ids`` from one read of the battle's generations.
 
-    ``generations`` may be given instead of read (an empty list for a battle just created).
+    ``generations`` may be given instead of read (an empty list for a battle just created): rows of
+    (turn index, prompt, side, generation id, status, finished, text), as ``_answer_rows`` reads them.
     """
-    from arena.models import BattleStatus, Generation, GenerationStatus
+    from arena.models import BattleStatus, GenerationStatus
     from arena.services.generation import partial_name
     from workers import partials
 
-    if generations is None:
-        generations = (Generation.objects.filter(turn__battle=battle).select_related("turn")
-                       .order_by("turn__index", "side"))
+    rows = _answer_rows(battle.pk) if generations is None else generations
     turns: dict[int, dict] = {}
     following: dict[str, int | None] = {"a": None, "b": None}
-    for generation in generations:  # by turn: the last turn's ids are left in ``following``
-        if generation.turn.index not in turns:
+    for index, prompt, side, pk, status, finished, stored_text in rows:  # by turn: the last turn's ids stay
+        if index not in turns:
             following = {"a": None, "b": None}
-        turn = turns.setdefault(generation.turn.index, {"index": generation.turn.index,
-                                                        "prompt": generation.turn.prompt})
-        following[generation.side] = generation.pk
+        turn = turns.setdefault(index, {"index": index, "prompt": prompt})
+        following[side] = pk
         # A stopped side whose worker has not stored its text yet still has it only in the partial.
-        stop_pending = generation.status == GenerationStatus.STOPPED and generation.finished_at is None
-        if generation.status in (GenerationStatus.QUEUED, GenerationStatus.STREAMING) or stop_pending:
-            seq, text = partials.snapshot(partial_name(generation.pk))
+        stop_pending = status == GenerationStatus.STOPPED and not finished
+        if status in (GenerationStatus.QUEUED, GenerationStatus.STREAMING) or stop_pending:
+            seq, text = partials.snapshot(partial_name(pk))
         else:
-            seq, text = None, generation.text
-        turn[generation.side] = {"status": generation.status, "text": text, "seq": seq}
+            seq, text = None, stored_text
+        turn[side] = {"status": status, "text": text, "seq": seq}
     all_done = bool(turns) and all(t[s]["status"] == GenerationStatus.DONE for t in turns.values() for s in "ab")
     state = {
         "battle": battle.public_id.hex,
@@ -138,3 +136,31 @@ def battles_of_rater(*, rater, limit: int = 200):
 
     return (Battle.objects.filter(rater=rater).select_related("model_a", "model_b", "vote")
             .prefetch_related("turns").order_by("-created_at")[:limit])
+
+
+def _answer_rows(battle_id: int) -> list[tuple]:
+    """(turn index, prompt, side, generation id, status, finished, text) of a battle, by turn and side.
+
+    One statement written out once (``arena.sql``): every resume and reconnect reads it.
+    """
+    from django.db import connection
+
+    from arena.sql import execute
+
+    with execute(_answer_rows_sql(connection.vendor), [battle_id]) as cursor:
+        return [(index, prompt, side, pk, status, bool(finished), text)
+                for index, prompt, side, pk, status, finished, text in cursor.fetchall()]
+
+
+@lru_cache(maxsize=4)
+def _answer_rows_sql(vendor: str) -> str:
+    from arena.models import Generation, Turn
+    from arena.sql import column, table
+
+    index = column(Turn, "index")
+    return (f"SELECT t.{index}, t.{column(Turn, 'prompt')}, g.{column(Generation, 'side')}, g.{column(Generation, 'id')},"
+            f" g.{column(Generation, 'status')}, g.{column(Generation, 'finished_at')} IS NOT NULL,"
+            f" g.{column(Generation, 'text')}"
+            f" FROM {table(Generation)} g JOIN {table(Turn)} t ON t.{column(Turn, 'id')} = g.{column(Generation, 'turn')}"
+            f" WHERE t.{column(Turn, 'battle')} = %s ORDER BY t.{index}, g.{column(Generation, 'side')}")
+

@@ -6,18 +6,12 @@ the same statements, with table and column names taken from the models, for Post
 ``FOR UPDATE OF`` the battle) and SQLite (the embedded default, where a write transaction already
 excludes every other writer).
 
-On PostgreSQL they go through a server-side-binding cursor; with the process's own connection
-pool (the default) psycopg prepares each one on a connection after a few uses, and PostgreSQL
-stops parsing and planning them for every vote. Without it (DB_POOL_MAX_SIZE=0, perhaps behind
-PgBouncer's transaction pooling, where a session's prepared statements do not follow it) nothing
-is prepared. Callers run them inside
-``transaction.atomic()``; database errors (a second vote's unique violation) surface as Django's
-own exceptions, as through the ORM.
+They run through ``arena.sql.execute`` (prepared on PostgreSQL with the process's own pool).
+Callers run them inside ``transaction.atomic()``; database errors (a second vote's unique
+violation) surface as Django's own exceptions, as through the ORM.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 from functools import lru_cache
@@ -25,16 +19,10 @@ from functools import lru_cache
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
-from arena.dbpool import pooled
 from arena.models import ArenaModel, Battle, DecodingPreset, Generation, Turn, Vote
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _column(model, field: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(field).column)
+from arena.sql import column as _column
+from arena.sql import execute as _execute
+from arena.sql import table as _table
 
 
 @dataclass(frozen=True)
@@ -98,33 +86,6 @@ def _moment(value) -> datetime | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt_timezone.utc)
     return value
-
-
-_PREPARE_ONLY_WHEN_ASKED = 2 ** 31 - 1
-
-
-@contextmanager
-def _execute(sql: str, params: list) -> Iterator:
-    """Run one statement and hand over its cursor (prepared on PostgreSQL with our own pool)."""
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            yield cursor
-        return
-    import psycopg
-
-    connection.ensure_connection()
-    # Prepared statements live on the server connection: only with the process's own pool is that
-    # connection ours for the whole session (behind PgBouncer's transaction pooling it is not).
-    prepare = pooled()
-    raw = connection.connection
-    if prepare and raw.prepare_threshold is None:
-        # Django turns preparing off on its connections; Django's own (client-side binding) cursors
-        # never prepare anyway, so this lets only the statements asked for here be prepared.
-        raw.prepare_threshold = _PREPARE_ONLY_WHEN_ASKED
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=prepare)
-        yield cursor
 
 
 def _param(moment: datetime):

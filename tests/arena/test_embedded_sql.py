@@ -1,4 +1,4 @@
-"""Statements written out as SQL (a vote, the role check, the resume read) on the embedded default's SQLite."""
+"""Statements written out as SQL (a vote, the role check, the resume and state reads) on the embedded default's SQLite."""
 from __future__ import annotations
 
 import json
@@ -64,7 +64,9 @@ from arena import roles
 Group.objects.create(name="rater").user_set.add(rater)
 staff = User.objects.create_user("embedded-staff", password="pw-embedded-1", is_staff=True)
 inactive = User.objects.create_user("embedded-gone", password="pw-embedded-1", is_active=False, is_staff=True)
-from arena.selectors import battle_for_rater
+from arena.selectors import battle_for_rater, battle_state
+state = battle_state(battle=Battle.objects.get(pk=first.pk))
+out["state"] = [state["status"], state["can_vote"], [(t["index"], t["prompt"], t["a"], t["b"]) for t in state["turns"]]]
 out["resume"] = [battle_for_rater(public_id=first.public_id, rater=rater).pk == first.pk,
                  battle_for_rater(public_id=first.public_id, rater=rater, anonymous=True).public_id == first.public_id,
                  battle_for_rater(public_id=first.public_id, rater=rater, anonymous=False),
@@ -92,5 +94,7 @@ def test_a_vote_on_sqlite_is_stored_checked_and_revealed(tmp_path):
     assert out["reveal_now"] == [["Embedded A", 40.0], ["Embedded B", 55.0]]
     assert out["unfinished"] == "not_finished"
     assert out["votes"] == 2
+    assert out["state"] == ["voted", False, [[1, "Which is better?", {"status": "done", "text": "answer", "seq": None},
+                                              {"status": "done", "text": "answer", "seq": None}]]]
     assert out["resume"] == [True, True, None, None, None]
     assert out["may"] == [True, False, True, False, False]

@@ -55,7 +55,7 @@ def test_the_vote_statements_are_prepared_on_a_pooled_connection(finished_battle
 
 
 def test_nothing_is_prepared_without_the_pool(finished_battles, monkeypatch):
-    monkeypatch.setattr("arena.services.vote_sql.pooled", lambda: False)  # as with DB_POOL_MAX_SIZE=0
+    monkeypatch.setattr("arena.sql.pooled", lambda: False)  # as with DB_POOL_MAX_SIZE=0
     rater, battles = finished_battles(8)
     for battle in battles:
         vote_cast(battle=battle, rater=rater, winner="model_a")
