@@ -22,15 +22,17 @@ def user_may(user_id: int, allowed: set[str]) -> bool:
 
     One query; long-lived connections (WebSockets) ask it again for every action, so a role taken
     away or an account disabled takes effect at once, not at the next login. The statement is
-    written out once per set of roles (building it through the ORM cost more than running it).
+    written out once per set of roles (``arena.sql``: building it through the ORM cost more than
+    running it).
     """
     from django.db import connection
 
+    from arena.sql import execute
+
     groups = sorted(role for role in allowed if role in (RATER, VIEWER))
     staff = ADMIN in allowed
-    with connection.cursor() as cursor:
-        cursor.execute(_may_sql(connection.vendor, tuple(groups), staff),
-                       [user_id, True, *groups, *([True] if staff else [])])
+    with execute(_may_sql(connection.vendor, tuple(groups), staff),
+                 [user_id, True, *groups, *([True] if staff else [])]) as cursor:
         return cursor.fetchone() is not None
 
 
@@ -38,24 +40,20 @@ def user_may(user_id: int, allowed: set[str]) -> bool:
 def _may_sql(vendor: str, groups: tuple[str, ...], staff: bool) -> str:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from django.db import connection
+
+    from arena.sql import column, table
 
     user = get_user_model()
     through = user.groups.through
-    q = connection.ops.quote_name
-
-    def column(model, name: str) -> str:
-        return q(model._meta.get_field(name).column)
-
     conditions = []
     if groups:
         marks = ", ".join(["%s"] * len(groups))
         conditions.append(
-            f"EXISTS (SELECT 1 FROM {q(through._meta.db_table)} ug JOIN {q(Group._meta.db_table)} g"
+            f"EXISTS (SELECT 1 FROM {table(through)} ug JOIN {table(Group)} g"
             f" ON g.{column(Group, 'id')} = ug.{column(through, 'group')}"
             f" WHERE ug.{column(through, 'user')} = u.{column(user, 'id')} AND g.{column(Group, 'name')} IN ({marks}))")
     if staff:
         conditions.append(f"u.{column(user, 'is_staff')} = %s")
     role = " OR ".join(conditions) if conditions else "1 = 0"
-    return (f"SELECT 1 FROM {q(user._meta.db_table)} u WHERE u.{column(user, 'id')} = %s"
+    return (f"SELECT 1 FROM {table(user)} u WHERE u.{column(user, 'id')} = %s"
             f" AND u.{column(user, 'is_active')} = %s AND ({role})")

@@ -58,16 +58,12 @@ def battle_for_rater(*, public_id, rater, anonymous: bool | None = None):
 
 @lru_cache(maxsize=4)
 def _battle_for_rater_sql(vendor: str, by_kind: bool) -> str:
-    from django.db import connection
-
     from arena.models import Battle
+    from arena.sql import column, table
 
-    def column(name: str) -> str:
-        return connection.ops.quote_name(Battle._meta.get_field(name).column)
-
-    kind = f" AND {column('anonymous')} = %s" if by_kind else ""
-    return (f"SELECT * FROM {connection.ops.quote_name(Battle._meta.db_table)}"
-            f" WHERE {column('public_id')} = %s AND {column('rater')} = %s{kind} LIMIT 1")
+    kind = f" AND {column(Battle, 'anonymous')} = %s" if by_kind else ""
+    return (f"SELECT * FROM {table(Battle)}"
+            f" WHERE {column(Battle, 'public_id')} = %s AND {column(Battle, 'rater')} = %s{kind} LIMIT 1")
 
 
 def current_generation_ids(*, battle) -> dict[str, int | None]:

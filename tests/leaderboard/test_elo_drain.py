@@ -19,6 +19,7 @@ from leaderboard.models import EloRating, VoteRecord
 from leaderboard.services import elo_catch_up, elo_drain, elo_rebuild, elo_record_vote, leaderboard_refresh
 from tests.leaderboard.conftest import simulate_votes
 from tests.leaderboard.test_snapshots import STRENGTHS, arena, quick  # noqa: F401 (fixtures)
+from tests.leaderboard.test_vote_hook import wait_for
 
 pytestmark = pytest.mark.usefixtures("require_postgres")
 
@@ -253,16 +254,6 @@ def test_with_redis_or_the_broker_down_the_vote_is_stored_and_caught_up_by_the_r
 
 
 # ---------------------------------------------------------------------------------------------- embedded default
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
