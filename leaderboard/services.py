@@ -998,6 +998,10 @@ def schedule_refresh(*, countdown: float | None = None, style: bool = False) -> 
         return False
 
 
+# Until when (time.monotonic) the drain window this process claimed is surely still pending.
+_elo_claimed_until = [0.0]
+
+
 def _elo_drain_window() -> float:
     return float(getattr(settings, "LEADERBOARD_ELO_DRAIN_SECONDS", 0.25))
 
@@ -1007,14 +1011,22 @@ def schedule_elo_drain() -> bool:
     one is already pending for this window; True when this call enqueued it.
 
     Costs one Redis ``SET NX PX`` (with REDIS_URL; a lock and a time stamp in this process
-    otherwise), and a task only for the first vote of a window. Never raises: a vote must not fail
+    otherwise; nothing for the rest of a window this process claimed itself), and a task only
+    for the first vote of a window. Never raises: a vote must not fail
     because the broker or Redis is down; its Elo is then applied by the next drain or the periodic
     refresh.
     """
     window = _elo_drain_window()
     try:
+        if time.monotonic() < _elo_claimed_until[0]:
+            return False  # this process claimed the window: its drain has not started yet
+        claimed_at = time.monotonic()
         if not _claim_pending(window, ELO_PENDING_KEY):
             return False
+        # The drain starts a window from now at the earliest (a countdown, or a wait in this
+        # process's pool), and applies every vote committed before it starts; until a little
+        # before then the votes of this process need not ask Redis again.
+        _elo_claimed_until[0] = claimed_at + window * 0.8
         from leaderboard.tasks import drain_elo
 
         if getattr(settings, "GENERATION_IN_PROCESS", False):
@@ -1037,6 +1049,7 @@ def elo_drain_now() -> int:
     The window ends first, so a vote that commits while this drain runs claims the next window
     (and its own drain) instead of waiting for the periodic refresh.
     """
+    _elo_claimed_until[0] = 0.0
     try:
         _release_pending(ELO_PENDING_KEY)
     except Exception:

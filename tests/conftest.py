@@ -7,6 +7,7 @@ through the environment. A test that lacks its service fails under ``CI=true`` (
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -34,6 +35,16 @@ def _fresh_connection_pool():
     """
     yield
     _close_connection_pools()
+
+
+@pytest.fixture(autouse=True)
+def _no_elo_window_claimed():
+    """Each test starts with no online Elo drain window claimed by this process (the window a
+    test claimed ends with its Redis keys or its in-process marks)."""
+    services = sys.modules.get("leaderboard.services")
+    if services is not None:
+        services._elo_claimed_until[0] = 0.0
+    yield
 
 
 def pytest_runtest_logreport(report):

@@ -170,6 +170,31 @@ def test_a_short_window_still_sends_far_fewer_tasks_than_votes(arena, quick, dra
     assert all(kwargs == {"countdown": 0.25} for kwargs in drains)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_votes_of_a_window_this_process_claimed_do_not_ask_redis_again(arena, quick, drains, redis_client,
+                                                                       settings, monkeypatch):
+    settings.LEADERBOARD_ELO_DRAIN_SECONDS = 30
+    asked = []
+    claim = services._claim_pending
+    monkeypatch.setattr(services, "_claim_pending", lambda *args: asked.append(args) or claim(*args))
+    rater = arena.user("busy")
+    battles = ready_battles(arena, rater, 41)
+    for k, battle in enumerate(battles[:40]):
+        vote_cast(battle=battle, rater=rater, winner=WINNERS[k % 4])
+    assert len(asked) == 1 and drains == [{"countdown": 30}]
+
+    # Another process claimed the window: this one asks Redis on each vote and enqueues nothing.
+    services._elo_claimed_until[0] = 0.0
+    vote_cast(battle=battles[40], rater=rater, winner=Winner.TIE)
+    assert len(asked) == 2 and len(drains) == 1
+
+    # The drain ends the window (in whichever process runs it), and the next vote claims the next one.
+    assert tasks.drain_elo() == 41
+    late = ready_battles(arena, rater, 1)[0]
+    vote_cast(battle=late, rater=rater, winner=Winner.MODEL_B)
+    assert len(asked) == 3 and len(drains) == 2
+
+
 def vote_in_another_connection(battle: Battle, rater) -> None:
     errors = []
 
