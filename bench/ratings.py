@@ -11,7 +11,11 @@ with counts as sample weights) and next to the ``evalica`` package when it is in
 project dependency: ``pip install evalica==0.4.2`` into the venv to include it), best and median of
 several runs, with the largest rating difference to the exact fit.
 
-    python bench/ratings.py [--votes PATH] [--rounds 1000] [--quick] [--goal-only]
+Then the bootstrap at refresh size (2,000,000 battles, 200 models): the Poisson sampler and the
+batched solver each next to the plain way (numpy's sampler; one Newton fit per round) on the same
+data, with the largest rating difference between the two solvers on the same resamples.
+
+    python bench/ratings.py [--votes PATH] [--rounds 1000] [--quick] [--goal-only] [--refresh-size]
 """
 from __future__ import annotations
 
@@ -102,7 +106,8 @@ def compare_fits(title: str, pairs: ScoredPairs, extra: dict | None = None) -> N
     rounds = ARGS.rounds
     boot = bootstrap_bradley_terry(pairs, exact, rounds=rounds, seed=1)
     print(f"bootstrap: {rounds} rounds in {boot.seconds:.2f} s = {rounds / boot.seconds:,.0f} rounds/s "
-          f"({boot.iterations / rounds:.1f} Newton steps per round, worst |grad| / threshold {boot.max_gradient_ratio:.1e})")
+          f"({boot.chord_iterations / rounds:.1f} chord iterations per round, {boot.newton_rounds} rounds by Newton, "
+          f"worst |grad| / threshold {boot.max_gradient_ratio:.1e})")
 
 
 def simulated_arena(battles: int = 1_700_000, models: int = 150, seed: int = 0) -> ScoredPairs:
@@ -293,7 +298,8 @@ def goal_case(battles: int, models: int, rounds: int, repeat: int, seed: int = 2
                  f"{exact.iterations} steps, |grad|/threshold {exact.max_gradient / exact.gradient_threshold:.1e}"))
     rows.append((f"bootstrap, {rounds:,} rounds (ours)", boot_times, None,
                  f"<= {GOAL_BOOTSTRAP_SECONDS} s" + ("" if rounds == 1000 else " /1000"),
-                 f"{boot.iterations / rounds:.1f} Newton steps per round"))
+                 f"{boot.chord_iterations / rounds:.1f} chord iterations per round, "
+                 f"{boot.newton_rounds} rounds by Newton"))
 
     design_times, design = runs(lambda: unique_rows(cells, models), repeat)
     lbfgs_times, lbfgs_theta = runs(lambda: lbfgs_unique_rows(*design, models), repeat)
@@ -357,7 +363,71 @@ def goal_case(battles: int, models: int, rounds: int, repeat: int, seed: int = 2
           f"{GOAL_BOOTSTRAP_SECONDS} s: {'met' if boot_best <= GOAL_BOOTSTRAP_SECONDS else 'MISSED'})")
 
 
+# --------------------------------------------------------------------------------------------------
+# The bootstrap at refresh size (2M battles, 200 models), against one Newton fit per round
+
+REFRESH_FULL = {"battles": 2_000_000, "models": 200}
+REFRESH_QUICK = {"battles": 50_000, "models": 20}
+
+
+def refresh_size_bootstrap(battles: int, models: int, rounds: int, seed: int = 7) -> None:
+    """Our sampler and our batched solver, each next to the plain way of doing its part on the same
+    data in the same run: numpy's Poisson sampler for the cells, and one Newton fit per round (the
+    point estimate's solver and criterion, from the point estimate) on the same resamples."""
+    from leaderboard.engine import solve_pairwise_logit
+    from leaderboard.engine.bootstrap import MultinomialResampler
+    from leaderboard.engine.bradley_terry import PairDesign
+    from leaderboard.engine.resample_fit import ChordSolver
+
+    a, b, outcome = synthetic_battles(battles, models, seed)
+    pairs = pair_outcomes(count_cells(a, b, outcome, models), models).scored()
+    point = fit_bradley_terry(pairs)
+    print(f"\nbootstrap at refresh size: {battles:,} synthetic battles (seed {seed}), {models} models, "
+          f"{len(pairs.i):,} pairs")
+    cells = np.concatenate([pairs.wins_i, pairs.wins_j, pairs.ties]).astype(np.int64)
+    resampler = MultinomialResampler(cells)
+    observed = cells[resampler.observed].astype(float)
+    sample = 64
+    rng = np.random.default_rng(1)
+    ours_draw, draws = runs(lambda: resampler.poisson.draw(rng), 3 * sample)
+    numpy_draw, _ = runs(lambda: rng.poisson(observed), sample)
+    print(f"Poisson counts of {len(observed):,} cells, per round: table inversion (ours) "
+          f"{statistics.median(ours_draw) * 1e3:.2f} ms, numpy Generator.poisson {statistics.median(numpy_draw) * 1e3:.2f} ms "
+          f"(median of {3 * sample} / {sample})")
+
+    drawn = resampler.draw(np.random.default_rng(2), sample)
+    n = len(pairs.i)
+    weight = (drawn[:, :n] + drawn[:, n : 2 * n] + drawn[:, 2 * n :]).astype(float)
+    score = drawn[:, :n] + 0.5 * drawn[:, 2 * n :]
+    design = PairDesign(pairs.i, pairs.j, pairs.n_models)
+    chord = ChordSolver(design, pairs.battles_per_pair, point.theta, point.l2)
+    threshold = 1e-6 * weight.sum(axis=1)
+    chord_times, batch = runs(lambda: [chord.solve(np.ascontiguousarray(weight[k:k + 32].T),
+                                                   np.ascontiguousarray(score[k:k + 32].T), threshold[k:k + 32],
+                                                   step_tolerance=1e-8) for k in (0, 32)], 3)
+    newton_times, newton = runs(lambda: [solve_pairwise_logit(pairs.i, pairs.j, weight[r], score[r], pairs.n_models,
+                                                              theta0=point.theta, with_log_likelihood=False,
+                                                              design=design) for r in range(sample)], 3)
+    together = np.concatenate([part.theta for part in batch])
+    difference = np.abs(SCALE.to_ratings(together) - SCALE.to_ratings(np.array([fit.theta for fit in newton]))).max()
+    steps = sum(fit.iterations for fit in newton) / sample
+    iterations = sum(part.iterations for part in batch) / sample
+    print(f"fitting the same {sample} resamples, per round: chord iterations on the shared Hessian (ours) "
+          f"{min(chord_times) / sample * 1e3:.2f} ms ({iterations:.1f} iterations), one Newton fit each "
+          f"{min(newton_times) / sample * 1e3:.2f} ms ({steps:.1f} steps); largest rating difference {difference:.1e} points")
+
+    times, boot = runs(lambda: bootstrap_bradley_terry(pairs, point, rounds=rounds, seed=1), 2)
+    baseline = min(numpy_draw) + min(newton_times) / sample  # per round, drawn and fitted one after the other
+    print(f"bootstrap, {rounds:,} rounds (ours, drawing thread + batched fits): best {min(times):.2f} s, "
+          f"median {statistics.median(times):.2f} s; {boot.chord_iterations / rounds:.1f} chord iterations and "
+          f"{boot.newton_rounds} Newton rounds; the per-round way (numpy Poisson + Newton) would take "
+          f"~{baseline * rounds:.2f} s on one thread")
+
+
 def main() -> None:
+    if ARGS.refresh_size:
+        refresh_size_bootstrap(**REFRESH_QUICK if ARGS.quick else REFRESH_FULL, rounds=ARGS.rounds)
+        return
     if ARGS.goal_only:
         goal_case(**GOAL_QUICK if ARGS.quick else GOAL_FULL, rounds=ARGS.rounds)
         return
@@ -382,6 +452,7 @@ def main() -> None:
     print()
     streaming_throughput(100_000 if ARGS.quick else 1_700_000)
     goal_case(**GOAL_QUICK if ARGS.quick else GOAL_FULL, rounds=ARGS.rounds)
+    refresh_size_bootstrap(**REFRESH_QUICK if ARGS.quick else REFRESH_FULL, rounds=ARGS.rounds)
 
 
 if __name__ == "__main__":
@@ -390,6 +461,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=None, help="bootstrap rounds (1000; 50 with --quick)")
     parser.add_argument("--quick", action="store_true", help="small data and few rounds: a smoke run")
     parser.add_argument("--goal-only", action="store_true", help="only the 1M-battle goal case")
+    parser.add_argument("--refresh-size", action="store_true", help="only the bootstrap at refresh size (2M, 200 models)")
     ARGS = parser.parse_args()
     if ARGS.rounds is None:
         ARGS.rounds = 50 if ARGS.quick else 1000

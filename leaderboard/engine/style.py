@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from leaderboard.engine.bootstrap import DEFAULT_CONFIDENCE, multinomial_resamples, percentile_interval, resolve_seed
+from leaderboard.engine.bootstrap import DEFAULT_CONFIDENCE, MultinomialResampler, percentile_interval, resolve_seed
 from leaderboard.engine.bradley_terry import (
     DEFAULT_MAX_ITER, DEFAULT_PRIOR_SD, DEFAULT_TOLERANCE, DEGENERATE_OPTIONS, DegenerateDataError, PairDesign,
     _identifiability, prior_l2, solve_pairwise_logit,
@@ -199,11 +199,11 @@ def fit_style_control(
         seed = resolve_seed(seed)
         rng = np.random.default_rng(seed)
         thetas, betas = [], []
-        battles_once = np.ones(len(keep), dtype=np.int64)
+        resampler = MultinomialResampler(np.ones(len(keep), dtype=np.int64))  # each battle once
         for _ in range(int(bootstrap_rounds)):
             # How often each battle is drawn; about a third are not drawn at all and are left out
             # of the round's fit (a row of weight zero adds nothing to the likelihood).
-            drawn = multinomial_resamples(rng, battles_once, 1)[0]
+            drawn = resampler.draw(rng, 1)[0]
             rows = np.flatnonzero(drawn)
             resample = drawn[rows].astype(float)
             ri, rj, r_score = i[rows], j[rows], score[rows]

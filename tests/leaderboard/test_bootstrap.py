@@ -169,3 +169,52 @@ def test_the_reused_graph_layout_agrees_with_a_fresh_identifiability_check():
         assert graphs.identifiable(weight, score) == expected
         verdicts.add(expected)
     assert verdicts == {True, False}  # both kinds of resample were met
+
+
+def alone_fits(pairs, result, seed: int, rounds: int, l2: float = 0.0):
+    """The same resamples as a one-batch run, each solved by the single-fit solver from its default start."""
+    from leaderboard.engine import solve_pairwise_logit
+    from leaderboard.engine.bootstrap import multinomial_resamples
+
+    cells = np.concatenate([pairs.wins_i, pairs.wins_j, pairs.ties])
+    draws = multinomial_resamples(np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]), cells, rounds)
+    n = len(pairs.i)
+    for r in range(rounds):
+        wins_i, wins_j, ties = draws[r, :n], draws[r, n : 2 * n], draws[r, 2 * n :]
+        yield r, solve_pairwise_logit(pairs.i, pairs.j, (wins_i + wins_j + ties).astype(float), wins_i + 0.5 * ties,
+                                      pairs.n_models, l2=l2).theta
+
+
+def test_rounds_the_shared_hessian_cannot_settle_are_solved_by_newton():
+    from dataclasses import replace
+
+    pairs = PairOutcomes.from_rows(simulate_votes({"a": 0.9, "b": 0.3, "c": 0.0, "d": -0.6}, 4000, seed=2)).scored()
+    point = fit_bradley_terry(pairs)
+    # A start and Hessian far from the solution: the chord iterations stop shrinking.
+    far = replace(point, theta=point.theta * 6.0)
+    result = bootstrap_bradley_terry(pairs, far, rounds=16, seed=3, chunk=16, threads=1)
+    assert result.newton_rounds > 0 and result.iterations > 0 and result.max_gradient_ratio <= 1.0
+    for r, theta in alone_fits(pairs, result, seed=3, rounds=16):
+        np.testing.assert_allclose(result.theta[r], theta, atol=1e-9)
+
+
+def test_a_regularised_point_fit_is_bootstrapped_with_its_prior():
+    votes = simulate_votes({"a": 0.5, "b": 0.0}, 800, seed=1) + simulate_votes({"c": 0.2, "d": -0.2}, 800, seed=2)
+    pairs = PairOutcomes.from_rows(votes).scored()  # two groups never compared
+    point = fit_bradley_terry(pairs)
+    assert point.l2 > 0
+    result = bootstrap_bradley_terry(pairs, point, rounds=24, seed=5, chunk=24, threads=1)
+    assert result.newton_rounds == 0 and result.chord_iterations > 0
+    for r, theta in alone_fits(pairs, result, seed=5, rounds=24, l2=point.l2):
+        np.testing.assert_allclose(result.theta[r], theta, atol=1e-9)
+
+
+def test_at_many_models_every_round_is_settled_by_the_shared_hessian_in_a_few_iterations():
+    strengths = {f"m{k:03d}": s for k, s in enumerate(np.random.default_rng(4).normal(0, 0.8, 120))}
+    pairs = PairOutcomes.from_rows(simulate_votes(strengths, 300_000, seed=6)).scored()
+    point = fit_bradley_terry(pairs)
+    result = bootstrap_bradley_terry(pairs, point, rounds=64, seed=2)
+    info = result.info()
+    assert info["newton_rounds"] == 0 and info["iterations"] == 0 and info["degenerate_rounds"] == 0
+    assert 2 <= info["chord_iterations"] / 64 <= 10
+    assert info["max_gradient_ratio"] <= 1.0 and info["sampler"] == "poisson-inversion"
