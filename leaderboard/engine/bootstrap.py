@@ -148,12 +148,13 @@ def bootstrap_bradley_terry(
         degenerate = 0
         if point.l2 == 0:
             # The point fit is identifiable, so a resample in which every pair still has a win or
-            # tie each way is too; only the others need the graph check.
+            # tie each way is too; only the others need the graph check (all of them at once).
             both_ways = (score > 0).all(axis=0) & (score < weight).all(axis=0)
-            for r in np.flatnonzero(~both_ways):
-                if not graphs.identifiable(weight[:, r], score[:, r]):
-                    l2[r] = weak_prior
-                    degenerate += 1
+            unsure = np.flatnonzero(~both_ways)
+            if len(unsure):
+                lost = unsure[~graphs.identifiable_columns(weight[:, unsure], score[:, unsure])]
+                l2[lost] = weak_prior
+                degenerate = len(lost)
         thresholds = tolerance * np.maximum(weight.sum(axis=0), 1.0)
         together = np.flatnonzero(l2 == point.l2)
         if len(together) == size:

@@ -143,6 +143,28 @@ class ScoredGraphs:
         self.n = int(n_models)
         self.indices = targets[self.order].astype(np.int32)
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(sources, minlength=self.n))]).astype(np.int32)
+        self.i, self.j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+        self.unique_pairs = bool(not (self.i == self.j).any() and len(np.unique(
+            np.minimum(self.i, self.j) * self.n + np.maximum(self.i, self.j))) == len(self.i))
+
+    def identifiable_columns(self, weight: np.ndarray, score: np.ndarray) -> np.ndarray:
+        """``identifiable`` for every column of ``weight`` and ``score`` (rows x resamples) at once:
+        model 0 reaches every model and every model reaches it, found by repeated boolean
+        products of each resample's adjacency matrix (a few steps: arena graphs are dense)."""
+        rounds = weight.shape[1]
+        if not self.unique_pairs:
+            return np.array([self.identifiable(weight[:, r], score[:, r]) for r in range(rounds)], dtype=bool)
+        n = self.n
+        verdict = np.empty(rounds, dtype=bool)
+        step = max(1, MATRIX_ENTRIES_PER_CHECK // (n * n))
+        for start in range(0, rounds, step):
+            w, s = weight[:, start : start + step], score[:, start : start + step]
+            adjacency = np.zeros((w.shape[1], n, n), dtype=np.float32)
+            adjacency[:, self.i, self.j] = (s > 0).T  # i scored against j
+            adjacency[:, self.j, self.i] = (w - s > 0).T
+            verdict[start : start + w.shape[1]] = (_reaches_every_node(adjacency)
+                                                   & _reaches_every_node(adjacency.transpose(0, 2, 1)))
+        return verdict
 
     def identifiable(self, weight: np.ndarray, score: np.ndarray) -> bool:
         present = np.concatenate([score > 0, (weight - score) > 0])[self.order]
@@ -150,6 +172,24 @@ class ScoredGraphs:
         graph = csr_matrix((present.astype(float), self.indices.copy(), self.indptr.copy()), shape=(self.n, self.n))
         graph.eliminate_zeros()
         return connected_components(graph, directed=True, connection="strong")[0] <= 1
+
+
+MATRIX_ENTRIES_PER_CHECK = 4_000_000  # adjacency entries held at once by identifiable_columns (16 MB)
+
+
+def _reaches_every_node(adjacency: np.ndarray) -> np.ndarray:
+    """Per stacked adjacency matrix (k x n x n, entry [u, v] > 0 for an edge u -> v): whether node 0
+    reaches every node."""
+    k, n, _ = adjacency.shape
+    reached = np.zeros((k, 1, n), dtype=np.float32)
+    reached[:, 0, 0] = 1.0
+    count = np.ones(k)
+    while True:
+        reached = np.minimum(reached + reached @ adjacency, 1.0)  # one more edge from the reached set
+        now = reached.sum(axis=(1, 2))
+        if (now == count).all():
+            return now == n
+        count = now
 
 
 @dataclass(frozen=True)

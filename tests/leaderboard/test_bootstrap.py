@@ -161,14 +161,20 @@ def test_the_reused_graph_layout_agrees_with_a_fresh_identifiability_check():
     n = 12
     i, j = np.triu_indices(n, 1)
     graphs = ScoredGraphs(n, i, j)
-    verdicts = set()
+    verdicts = []
+    weights, scores = [], []
     for _ in range(300):
         weight = rng.integers(0, 3, len(i)).astype(float) * (rng.random(len(i)) < 0.3)
         score = np.minimum(weight, rng.integers(0, 3, len(i)) * 0.5)
         expected = is_identifiable(n, i, j, weight, score)
         assert graphs.identifiable(weight, score) == expected
-        verdicts.add(expected)
-    assert verdicts == {True, False}  # both kinds of resample were met
+        verdicts.append(expected)
+        weights.append(weight)
+        scores.append(score)
+    assert set(verdicts) == {True, False}
+    # All resamples at once (columns), as the bootstrap checks them, give the same verdicts.
+    batched = graphs.identifiable_columns(np.array(weights).T, np.array(scores).T)
+    assert batched.tolist() == verdicts
 
 
 def alone_fits(pairs, result, seed: int, rounds: int, l2: float = 0.0):
