@@ -244,11 +244,27 @@ class Parts:
         self.per_category: dict[str, float] = defaultdict(float)
         self._stack: list[float] = []
         self.style_point_fits = 0  # point solves seen in the current style fit (two before the rounds)
+        self.started = 0.0
+        self.written_after: dict[str, float] = {}  # snapshot -> seconds from the start to its commit
 
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
         self.per_category.clear()
+        self.written_after.clear()
+        self.started = time.perf_counter()
+
+    def track_written(self, owner, attribute: str) -> None:
+        """When each snapshot is committed (each is its own transaction: readers see it at once)."""
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            result = original(*args, **kwargs)
+            name = kwargs["category"] + (" (style)" if kwargs.get("style_control") else "")
+            self.written_after.setdefault(name, time.perf_counter() - self.started)
+            return result
+        setattr(owner, attribute, timed)
 
     def wrap(self, owner, attribute: str, label: str, *, label_of=None) -> None:
         original = getattr(owner, attribute)
@@ -332,6 +348,7 @@ def instrument() -> Parts:
     parts.wrap(services, "fit_style_control", "", label_of=style_fit_label)
     parts.wrap(services, "_write_style_snapshot", PART_ORDER[14])
     parts.wrap(services, "_write_snapshot", PART_ORDER[15])
+    parts.track_written(services, "_write_snapshot")  # style snapshots are written through it too
     parts.track_category(services, "_refresh_plain", "")
     parts.track_category(services, "_refresh_style", " (style)")
     return parts
@@ -341,9 +358,10 @@ def refresh_once(parts: Parts, *, force: bool, **options) -> tuple[float, dict, 
     from leaderboard.services import leaderboard_refresh
 
     parts.reset()
-    started = time.perf_counter()
+    started = parts.started
     report = leaderboard_refresh(force=force, **options)
     total = time.perf_counter() - started
+    report.written_after = dict(parts.written_after)
     return total, dict(parts.seconds), dict(parts.per_category), report
 
 
@@ -364,6 +382,12 @@ def show_parts(title: str, total: float, seconds: dict, per_category: dict, repo
         rest = sum(value for _, value in ranked[6:])
         more = f", {len(ranked) - 6} more {rest:.2f}" if len(ranked) > 6 else ""
         say(f"    slowest categories (s, all parts): {shown}{more}")
+    written = getattr(report, "written_after", {})
+    if written:
+        first = min(written, key=written.get)
+        overall = next((name for name in ("overall", "overall (style)") if name in written), first)
+        say(f"    {overall} snapshot committed (visible to readers) after {written[overall]:.2f} s; "
+            f"the last of {len(written)} after {max(written.values()):.2f} s")
 
 
 def summarise(label: str, totals: list[float]) -> None:
