@@ -345,22 +345,13 @@ def _newton(i, j, weight, score, n_models, covariates, l2, tolerance, step_toler
         grad, p = gradient_at(theta, beta, d, decay)
         curvature = weight * p * (1.0 - p)
         hess = np.zeros((n + k, n + k))
-        laplacian = design.negative_off_diagonal(curvature)
-        diag = design.total(curvature)
-        laplacian[np.diag_indices(n)] = diag
-        hess[:n, :n] = laplacian
+        hess[:n, :n] = strength_hessian(design, curvature, l2)
         if k:
             weighted = x_cov * curvature[:, None]
             cross = design.difference(weighted)
             hess[:n, n:] = cross
             hess[n:, :n] = cross.T
             hess[n:, n:] = x_cov.T @ weighted
-        if l2 > 0:
-            hess[np.arange(n), np.arange(n)] += l2
-        else:
-            # Pin the constant shift: the gradient has no component along it, so adding
-            # c * u u^T (u = ones on theta) makes the system definite without changing the step.
-            hess[:n, :n] += max(float(diag.max(initial=0.0)), 1.0) / n
         step, singular = _solve_definite(hess, -grad)
         max_gradient = float(np.abs(grad).max(initial=0.0))
         max_step = float(np.abs(step).max(initial=0.0))
@@ -413,6 +404,22 @@ def _newton(i, j, weight, score, n_models, covariates, l2, tolerance, step_toler
             f"{max_gradient:.3g} (threshold {threshold:.3g}), remaining step {max_step:.3g}"
         )
     return fit
+
+
+def strength_hessian(design: PairDesign, curvature: np.ndarray, l2: float) -> np.ndarray:
+    """The negative log-likelihood's Hessian in the strengths (a weighted graph Laplacian), plus
+    ``l2`` on the diagonal, or, without it, pinned along the constant shift."""
+    n = design.n
+    hessian = design.negative_off_diagonal(curvature)
+    diag = design.total(curvature)
+    hessian[np.diag_indices(n)] = diag
+    if l2 > 0:
+        hessian[np.diag_indices(n)] += l2
+    else:
+        # Pin the constant shift: the gradient has no component along it, so adding
+        # c * u u^T (u = ones on theta) makes the system definite without changing the step.
+        hessian += max(float(diag.max(initial=0.0)), 1.0) / n
+    return hessian
 
 
 def _solve_definite(matrix: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.linalg import lapack
 
 from leaderboard.engine.blas import single_threaded_blas
-from leaderboard.engine.bradley_terry import PairDesign
+from leaderboard.engine.bradley_terry import PairDesign, strength_hessian
 
 CHORD_MAX_ITER = 30
 SHRINK_AT_LEAST = 0.5  # the largest accepted ratio of successive steps (rho)
@@ -48,20 +48,12 @@ class ChordSolver:
         self.design = design
         self.l2 = float(l2)
         self.theta = np.asarray(theta, dtype=float)
-        self.signed = design.signed.tocsr()  # models x rows
+        self.signed = design.signed.tocsr()  # models x rows: sums per model
+        self.rows = design.signed.T.tocsr()  # rows x models: theta_i - theta_j per row (3x a gather)
         d = self.theta[design.i] - self.theta[design.j]
         p = 1.0 / (1.0 + np.exp(-d))
         curvature = np.asarray(weight, dtype=float) * p * (1.0 - p)
-        n = design.n
-        hessian = design.negative_off_diagonal(curvature)
-        diag = design.total(curvature)
-        hessian[np.diag_indices(n)] = diag
-        if self.l2 > 0:
-            hessian[np.diag_indices(n)] += self.l2
-        else:
-            # The same pinning of the constant shift as the Newton solver: gradients have no
-            # component along it, so neither do the steps.
-            hessian += max(float(diag.max(initial=0.0)), 1.0) / n
+        hessian = strength_hessian(design, curvature, self.l2)  # pinned as the Newton solver pins it
         with single_threaded_blas():
             factor, info = lapack.dpotrf(hessian, lower=1, clean=1)
         self.factor = factor if info == 0 and np.isfinite(factor).all() else None
@@ -82,7 +74,6 @@ class ChordSolver:
         solved = np.zeros(rounds, dtype=bool)
         if not self.usable or rounds == 0:
             return ChordBatch(result, solved, 0, 0.0)
-        i, j = self.design.i, self.design.j
         # Columns are rounds: rows of the pair arrays are then contiguous runs of the batch.
         theta = np.ascontiguousarray(result.T)
         w = np.ascontiguousarray(weight, dtype=float)
@@ -94,8 +85,7 @@ class ChordSolver:
         iterations, worst = 0, 0.0
         with np.errstate(over="ignore", invalid="ignore"):
             for _ in range(CHORD_MAX_ITER):
-                d = theta[i]
-                d -= theta[j]
+                d = self.rows @ theta
                 np.negative(d, out=d)
                 np.exp(d, out=d)
                 d += 1.0
