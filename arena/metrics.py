@@ -105,7 +105,8 @@ def record_vote(*, winner: str) -> None:
 # ---------------------------------------------------------------- scrape side
 
 class CeleryQueueCollector:
-    """Length of the Celery default queue (a Redis list), read when scraped, not stored."""
+    """Length of each Celery queue (a Redis list: the default one and the ratings one), read when
+    scraped, not stored."""
 
     def collect(self):
         from django.conf import settings
@@ -114,21 +115,22 @@ class CeleryQueueCollector:
             return
         from workers.celery import app
 
-        queue = app.conf.task_default_queue or "celery"
+        queues = list(dict.fromkeys([app.conf.task_default_queue or "celery", settings.RATINGS_QUEUE]))
         try:
             import redis
 
             client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
             try:
-                length = int(client.llen(queue))
+                lengths = [int(client.llen(queue)) for queue in queues]
             finally:
                 client.close()
         except Exception as exc:  # a scrape must still answer when Redis does not
-            log.warning("metrics: cannot read the length of queue %s: %s", queue, type(exc).__name__)
+            log.warning("metrics: cannot read the length of queues %s: %s", ", ".join(queues), type(exc).__name__)
             return
-        family = GaugeMetricFamily("arena_celery_queue_length", "Tasks waiting in the Celery queue (Redis list).",
+        family = GaugeMetricFamily("arena_celery_queue_length", "Tasks waiting in a Celery queue (Redis list).",
                                    labels=["queue"])
-        family.add_metric([queue], length)
+        for queue, length in zip(queues, lengths):
+            family.add_metric([queue], length)
         yield family
 
 

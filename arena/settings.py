@@ -131,6 +131,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Rating work (a refresh: seconds to minutes of numpy at arena size) goes to its own queue, so that
+# a worker streaming answers never runs it (docker/compose.yml gives it a worker service of its
+# own); everything else goes to Celery's default queue.
+RATINGS_QUEUE = env_str("RATINGS_QUEUE") or "ratings"
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {name: {"queue": RATINGS_QUEUE} for name in ("leaderboard.refresh", "leaderboard.refresh_style")}
 CELERY_BEAT_SCHEDULE_HEALTH_SECONDS = env_float("HEALTH_CHECK_INTERVAL_SECONDS", 30.0)
 CELERY_BEAT_SCHEDULE = {
     "backend-health": {"task": "arena.check_backend_health", "schedule": CELERY_BEAT_SCHEDULE_HEALTH_SECONDS},
@@ -207,5 +213,7 @@ LEADERBOARD_TIES = env_str("LEADERBOARD_TIES") or "half"
 LEADERBOARD_BOTHBAD = env_str("LEADERBOARD_BOTHBAD") or "tie"
 LEADERBOARD_ELO_K = env_float("LEADERBOARD_ELO_K", 4.0)
 LEADERBOARD_REFRESH_DEBOUNCE_SECONDS = env_float("LEADERBOARD_REFRESH_DEBOUNCE_SECONDS", 30.0)
+# Processes that rate a refresh's categories in parallel (1: in the refresh's own process).
+LEADERBOARD_RATING_PROCESSES = env_int("LEADERBOARD_RATING_PROCESSES", 1)
 # Votes reach online Elo in one drain per window: the first vote of a window enqueues it.
 LEADERBOARD_ELO_DRAIN_SECONDS = env_float("LEADERBOARD_ELO_DRAIN_SECONDS", 0.25)

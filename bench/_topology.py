@@ -248,7 +248,7 @@ class Stack:
         proc, log = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "threads",
                                       "--concurrency", str(concurrency), "--loglevel", "INFO",
                                       "--without-gossip", "--without-mingle", "--without-heartbeat",
-                                      "-n", f"bench-{name}-{os.getpid()}@%h"])
+                                      "-n", f"bench-{name}-{os.getpid()}@%h", "-Q", "celery,ratings"])
         deadline = time.monotonic() + 60
         while "ready." not in tail(log, 100_000):
             if proc.poll() is not None:

@@ -41,7 +41,7 @@ from django.db.models.functions import Coalesce, TruncDay
 from django.utils import timezone
 
 from arena.models import ArenaModel, Battle, BattleStatus, Generation, GenerationStatus, Turn, Vote
-from leaderboard import categories as cats
+from leaderboard import categories as cats, rating_pool
 from leaderboard.battle_files import FORMATS, BattleFileError, detect_format
 from leaderboard.engine import (
     ConvergenceError, DegenerateDataError, OnlineElo, RatingScale, TiePolicy, answer_style, fit_style_control, rate,
@@ -708,10 +708,15 @@ def _refresh_variants(*, categories: list[str] | None, variants: tuple[bool, ...
     contenders = dict(ArenaModel.objects.values_list("display_name", "id"))
     speeds = _Speeds(contenders.values())
     style = style_rows(config=config, tallied=state is not None) if True in variants and wanted else None
+    # Every changed category's rating is started first (in parallel with a rating pool, see
+    # leaderboard.rating_pool); the snapshots are then written in order, overall first.
+    ratings = {category: _start_plain_rating(category=category, cells=cells, config=config, force=force,
+                                             report=report)
+               for category in wanted} if False in variants else {}
     for category in wanted:
-        if False in variants:
-            _refresh_plain(category=category, cells=cells, config=config, contenders=contenders, speeds=speeds,
-                           force=force, report=report)
+        if ratings.get(category) is not None:
+            _refresh_plain(category=category, rating=ratings[category], cells=cells, config=config,
+                           contenders=contenders, speeds=speeds, report=report)
         if style is not None:
             _refresh_style(category=category, style=style, cells=cells, config=config, contenders=contenders,
                            speeds=speeds, force=force, report=report)
@@ -748,22 +753,37 @@ def _json_matrix(matrix: np.ndarray, digits: int | None = None) -> list[list]:
     return values.tolist()
 
 
-def _refresh_plain(*, category: str, cells: VoteCells | CategoryTallies, config: LeaderboardSettings,
-                   contenders: dict[str, int], speeds: dict, force: bool, report: RefreshReport) -> None:
+@dataclass
+class _PlainRating:
+    digest: str
+    started: float
+    rating: rating_pool.Rating
+
+
+def _start_plain_rating(*, category: str, cells: VoteCells | CategoryTallies, config: LeaderboardSettings,
+                        force: bool, report: RefreshReport) -> _PlainRating | None:
+    """The category's rating, started (None when it has no votes or nothing changed)."""
     outcomes = cells.outcomes(category)
     if outcomes.rows == 0:
-        return
+        return None
     params_for_digest = {**_engine_params(config), "bootstrap_rounds": config.bootstrap_rounds,
                          "seed": config.seed, "filters": config.filters()}
     digest = _digest(category, False, params_for_digest, cells.digest_parts(category))
     if _unchanged(category, False, digest, force):
         report.unchanged.append(category)
-        return
-    started = time.perf_counter()
+        return None
+    return _PlainRating(digest=digest, started=time.perf_counter(), rating=rating_pool.submit(
+        rate, battles=outcomes, ties=config.ties, bothbad=config.bothbad, bootstrap_rounds=config.bootstrap_rounds,
+        seed=config.seed, min_votes=config.min_votes, k_factor=config.elo_k, scale=config.scale, base=config.base,
+        initial=config.initial))
+
+
+def _refresh_plain(*, category: str, rating: _PlainRating, cells: VoteCells | CategoryTallies,
+                   config: LeaderboardSettings, contenders: dict[str, int], speeds: dict,
+                   report: RefreshReport) -> None:
+    digest, started = rating.digest, rating.started
     try:
-        result = rate(outcomes, ties=config.ties, bothbad=config.bothbad, bootstrap_rounds=config.bootstrap_rounds,
-                      seed=config.seed, min_votes=config.min_votes, k_factor=config.elo_k, scale=config.scale,
-                      base=config.base, initial=config.initial)
+        result = rating.rating.result()
         solver = result.to_json_dict()["params"]["solver"]
         elo = dict(EloRating.objects.filter(category=category).values_list("model_name", "rating"))
         rows = [SnapshotRow(position=k, model_name=row.model, contender_id=contenders.get(row.model),

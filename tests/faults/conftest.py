@@ -62,7 +62,8 @@ class Process:
 def start_worker(env: dict[str, str], name: str = "worker") -> Process:
     worker = Process([sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool", "threads",
                       "--concurrency", "8", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                      "--without-heartbeat", "-n", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"],
+                      "--without-heartbeat", "-n", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+                      "-Q", "celery,ratings"],
                      env=env, name=name)
     try:
         worker.wait_for_log("ready.")

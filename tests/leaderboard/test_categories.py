@@ -140,6 +140,40 @@ def test_each_category_is_its_own_snapshot_equal_to_the_engine_on_its_votes(aren
     assert tags.count() == 100 and all(t.language == "en" for t in tags)
 
 
+def snapshot_rows(report) -> dict[str, list[tuple]]:
+    return {s.category: [(r.model_name, r.rating, r.ci_lower, r.ci_upper, r.rank_ub, r.votes)
+                         for r in s.rows.order_by("position")] for s in report.written}
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("require_postgres")
+def test_a_pool_of_rating_processes_writes_the_snapshots_the_refresh_process_writes(arena, quick):
+    from leaderboard import rating_pool
+
+    rater = arena.user("r1")
+    arena.votes(simulate_votes(STRENGTHS, 300, seed=1), rater=rater)
+    arena.votes(simulate_votes(STRENGTHS, 200, seed=2), rater=rater, prompts=(CODING,))
+    arena.votes(simulate_votes(STRENGTHS, 150, seed=3), rater=rater, prompts=(GERMAN,))
+    inline = snapshot_rows(leaderboard_refresh())
+    assert set(inline) == {"overall", "coding", "lang-de", "lang-en"} and rating_pool._pool is None
+    quick.LEADERBOARD_RATING_PROCESSES = 2
+    try:
+        pooled = leaderboard_refresh(force=True)
+        assert [s.category for s in pooled.written][0] == "overall"  # written first, as without a pool
+        assert snapshot_rows(pooled) == inline
+        size, executor = rating_pool._pool
+        assert size == 2 and len(executor._processes) == 2  # the categories were rated in the children
+
+        # Children killed: the refresh rates in its own process instead; every snapshot is written.
+        for process in list(executor._processes.values()):
+            process.kill()
+            process.join(10)
+        again = leaderboard_refresh(force=True)
+        assert snapshot_rows(again) == inline and not again.failed
+    finally:
+        rating_pool.shutdown()
+
+
 @pytest.mark.django_db
 @pytest.mark.usefixtures("require_postgres")
 def test_small_categories_wait_for_enough_votes_unless_asked_for(arena, quick):

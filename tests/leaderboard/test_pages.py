@@ -242,10 +242,10 @@ def test_admin_can_start_a_refresh(client, board, redis_client):
     changelist = reverse("admin:leaderboard_ratingsnapshot_changelist")
     page = client.get(changelist)
     assert page.status_code == 200 and "Refresh leaderboard now" in page.content.decode()
-    queued = redis_client.llen("celery")
+    queued = redis_client.llen("ratings")  # the refresh goes to the ratings worker's queue
     response = client.post(reverse("admin:leaderboard_ratingsnapshot_refresh"))
     assert response.status_code == 302 and response["Location"] == changelist
-    assert redis_client.llen("celery") == queued + 1
+    assert redis_client.llen("ratings") == queued + 1
     assert client.get(reverse("admin:leaderboard_ratingsnapshot_refresh")).status_code == 405
     snapshot = RatingSnapshot.objects.first()
     assert client.get(reverse("admin:leaderboard_ratingsnapshot_change", args=[snapshot.pk])).status_code == 200

@@ -329,10 +329,10 @@ def test_refresh_task_and_command_write_snapshots(arena, quick):
 
 def test_schedule_refresh_enqueues_once_per_window(redis_client, settings):
     settings.LEADERBOARD_REFRESH_DEBOUNCE_SECONDS = 30
-    queued = redis_client.llen("celery")
+    queued = redis_client.llen("ratings")  # refreshes have their own queue
     assert schedule_refresh() is True
     assert schedule_refresh() is False  # one already pending
-    assert redis_client.llen("celery") == queued + 1
+    assert redis_client.llen("ratings") == queued + 1
     ttl = redis_client.pttl(services.PENDING_KEY)
     assert 0 < ttl <= 30_000
     redis_client.delete(services.PENDING_KEY)  # the window is over
@@ -343,8 +343,8 @@ def test_schedule_refresh_without_redis_uses_an_in_process_mark(settings, monkey
     # Only the pending mark moves into the process; the task still goes to the broker.
     settings.REDIS_URL = None
     monkeypatch.setattr(services, "_pending_until", {})
-    queued = redis_client.llen("celery")
+    queued = redis_client.llen("ratings")
     assert schedule_refresh(countdown=60) is True
     assert schedule_refresh(countdown=60) is False
-    assert redis_client.llen("celery") == queued + 1
+    assert redis_client.llen("ratings") == queued + 1
     assert not redis_client.exists(services.PENDING_KEY)

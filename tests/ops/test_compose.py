@@ -162,10 +162,18 @@ def test_every_command_a_project_service_runs_exists(service_name):
 
 def test_the_stack_has_every_process_the_topology_needs():
     services = compose()["services"]
-    assert {"postgres", "redis", "migrate", "web", "worker", "beat", "flower", "tgi", "ollama"} <= set(services)
+    assert {"postgres", "redis", "migrate", "web", "worker", "ratings", "beat", "flower", "tgi", "ollama"} <= set(services)
     worker = services["worker"]["command"]
     assert worker[worker.index("--pool") + 1] == "threads"  # long streaming I/O: threads, not prefork
     assert int(interpolate(worker[worker.index("--concurrency") + 1])) >= 32
+    # Refreshes (CPU-bound numpy) run in their own worker, never among the streaming threads.
+    ratings = [interpolate(part) for part in services["ratings"]["command"]]
+    assert worker[worker.index("-Q") + 1] == "celery" and ratings[ratings.index("-Q") + 1] == "ratings"
+    # One refresh at a time, in a thread of the worker's main process: its rating pool may start children.
+    assert ratings[ratings.index("--pool") + 1] == "threads" and ratings[ratings.index("--concurrency") + 1] == "1"
+    assert int(interpolate(services["ratings"]["environment"]["LEADERBOARD_RATING_PROCESSES"])) >= 2
+    node = ratings[ratings.index("-n") + 1].split("@")[0]
+    assert f"--node {node}@" in " ".join(services["ratings"]["healthcheck"]["test"])
     web = services["web"]["command"]
     assert int(interpolate(web[web.index("--workers") + 1])) > 1
     assert services["web"]["environment"]["PROMETHEUS_MULTIPROC_DIR"] in services["web"]["tmpfs"]

@@ -135,6 +135,13 @@ def test_celery_queue_depth_is_read_from_redis_when_scraped(client, staff_user, 
         generate.apply_async(args=[0])  # no worker runs here: the messages wait in the queue
     assert redis_client.llen("celery") == 3
     assert value(scrape(client), "arena_celery_queue_length", queue="celery") == 3
+    # Refreshes wait in their own queue, counted on their own.
+    from leaderboard.tasks import refresh
+
+    assert value(scrape(client), "arena_celery_queue_length", queue="ratings") == 0
+    refresh.apply_async()
+    assert value(scrape(client), "arena_celery_queue_length", queue="ratings") == 1
+    assert value(scrape(client), "arena_celery_queue_length", queue="celery") == 3
 
 
 def _wait_for(condition, timeout: float = 30.0) -> None:
