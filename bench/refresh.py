@@ -8,17 +8,20 @@ control in its own task unless LEADERBOARD_STYLE_REFRESH_SECONDS is 0): cold (no
 tallies yet), the style-control task cold, after ``--new-votes`` new votes (written with triggers
 on, as the arena writes them), after identity-leak flags set on counted battles, with nothing new,
 the style task after new votes and with nothing new, then every category re-rated (``force=True``)
-and overall alone. Each run is split into its parts, next to the goal. A variant is repeated
+and overall alone; then (``--rating-processes``, 2 by default) the new-votes and every-category
+runs again with the categories rated by a pool of that many processes, as the ratings worker
+does. Each run is split into its parts, next to the goal. A variant is repeated
 (``--repeat``) only while its runs stay within two minutes in all. Every run reads what a refresh
 reads in production: the vote records, the kept tallies and their queue, the record and Elo
 catch-up checks, speed medians over the generations, the latest snapshots.
 
     python bench/refresh.py [--votes 2000000] [--models 200] [--repeat 3] [--new-votes 1000] [--all-variants]
-                            [--quick]
+                            [--rating-processes 2] [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -246,6 +249,7 @@ class Parts:
         self.style_point_fits = 0  # point solves seen in the current style fit (two before the rounds)
         self.started = 0.0
         self.written_after: dict[str, float] = {}  # snapshot -> seconds from the start to its commit
+        self.originals: dict[tuple[int, str], tuple[object, object]] = {}
 
     def reset(self) -> None:
         self.seconds.clear()
@@ -266,8 +270,19 @@ class Parts:
             return result
         setattr(owner, attribute, timed)
 
+    @contextlib.contextmanager
+    def unwrapped(self, owner, attribute: str):
+        """The original function meanwhile (a rating pool pickles it by name: a wrapper would not do)."""
+        wrapper = getattr(owner, attribute)
+        setattr(owner, attribute, self.originals[(id(owner), attribute)][1])
+        try:
+            yield
+        finally:
+            setattr(owner, attribute, wrapper)
+
     def wrap(self, owner, attribute: str, label: str, *, label_of=None) -> None:
         original = getattr(owner, attribute)
+        self.originals.setdefault((id(owner), attribute), (owner, original))
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
@@ -305,13 +320,14 @@ PART_ORDER = (
     "style rows (SQL, one row per vote)", "digest + latest-snapshot check", "fit (Bradley-Terry)",
     "bootstrap (Bradley-Terry)", "rate(): counts, matrices, ranks", "style fit (with covariates + plain)",
     "style bootstrap rounds", "style snapshot rows + matrices", "write snapshots (SQL)",
+    "waiting for the rating pool's processes",
 )
 
 
 def instrument() -> Parts:
     import leaderboard.engine as engine
     import leaderboard.engine.style as style
-    from leaderboard import selectors, services
+    from leaderboard import rating_pool, selectors, services
 
     parts = Parts()
     parts.wrap(services, "vote_records_fill", PART_ORDER[0])
@@ -329,6 +345,7 @@ def instrument() -> Parts:
     parts.wrap(engine, "fit_bradley_terry", PART_ORDER[9])
     parts.wrap(engine, "bootstrap_bradley_terry", PART_ORDER[10])
     parts.wrap(services, "rate", PART_ORDER[11])
+    parts.wrap(rating_pool.Rating, "result", PART_ORDER[16])
     # Style rounds start from the point estimate (theta0); the two point fits do not.
     style_fit, style_rounds = PART_ORDER[12], PART_ORDER[13]
 
@@ -447,6 +464,22 @@ def bench(args) -> None:
             before=lambda: add_votes(new_votes), **style_task)
         run("style-control refresh with nothing new (its own task)", force=False, repeat=args.repeat, **style_task)
     run("warm, every category re-rated (force=True), plain", force=True)
+    if args.rating_processes > 1:
+        from leaderboard import rating_pool, services
+
+        # The same refreshes with the categories rated by a pool of processes (the ratings worker's
+        # LEADERBOARD_RATING_PROCESSES); the engine's parts then run in the children, unseen here.
+        settings.LEADERBOARD_RATING_PROCESSES = args.rating_processes
+        pool = f"rating pool of {args.rating_processes} processes"
+        try:
+            with parts.unwrapped(services, "rate"):
+                rating_pool.warm_up()  # start the children before timing
+                run(f"refresh after {new_votes:,} new votes, {pool}", force=False, repeat=args.repeat,
+                    before=lambda: add_votes(new_votes))
+                run(f"warm, every category re-rated (force=True), plain, {pool}", force=True)
+        finally:
+            settings.LEADERBOARD_RATING_PROCESSES = 1
+            rating_pool.shutdown()
     run("warm, overall only, plain only (force=True)", force=True, repeat=args.repeat, style_control=False,
         categories=["overall"])
     if args.all_variants and config.style_control:
@@ -471,6 +504,8 @@ def main() -> int:
     parser.add_argument("--all-variants", action="store_true",
                         help="also every category plain only, and overall with style control")
     parser.add_argument("--new-votes", type=int, default=1000, help="votes added before the incremental runs (1000)")
+    parser.add_argument("--rating-processes", type=int, default=2,
+                        help="also refresh with the categories rated by this many processes (2; 1: not)")
     parser.add_argument("--quick", action="store_true",
                         help="small data, 50 bootstrap rounds and 5 style rounds: a smoke run")
     args = parser.parse_args()

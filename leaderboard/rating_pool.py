@@ -13,6 +13,7 @@ dropped and its categories are rated in the refresh's process instead.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import threading
@@ -81,6 +82,20 @@ def submit(function: Callable, **kwargs) -> Rating:
                     type(error).__name__, error)
         _discard_pool()
         return Rating(function, kwargs, None)
+
+
+def _import_engine() -> None:
+    importlib.import_module("leaderboard.engine")
+
+
+def warm_up() -> None:
+    """Start every process of the pool and import the engine in each (about a second), so that
+    the first refresh does not wait for it."""
+    size = processes()
+    if size > 1:
+        started = [submit(_import_engine) for _ in range(size)]
+        for rating in started:
+            rating.result()
 
 
 def shutdown() -> None:

@@ -158,6 +158,8 @@ def test_a_pool_of_rating_processes_writes_the_snapshots_the_refresh_process_wri
     assert set(inline) == {"overall", "coding", "lang-de", "lang-en"} and rating_pool._pool is None
     quick.LEADERBOARD_RATING_PROCESSES = 2
     try:
+        rating_pool.warm_up()  # both processes started, the engine imported in each
+        assert rating_pool._pool[0] == 2 and len(rating_pool._pool[1]._processes) == 2
         pooled = leaderboard_refresh(force=True)
         assert [s.category for s in pooled.written][0] == "overall"  # written first, as without a pool
         assert snapshot_rows(pooled) == inline
