@@ -708,18 +708,21 @@ def _refresh_variants(*, categories: list[str] | None, variants: tuple[bool, ...
     contenders = dict(ArenaModel.objects.values_list("display_name", "id"))
     speeds = _Speeds(contenders.values())
     style = style_rows(config=config, tallied=state is not None) if True in variants and wanted else None
-    # Every changed category's rating is started first (in parallel with a rating pool, see
-    # leaderboard.rating_pool); the snapshots are then written in order, overall first.
-    ratings = {category: _start_plain_rating(category=category, cells=cells, config=config, force=force,
-                                             report=report)
-               for category in wanted} if False in variants else {}
-    for category in wanted:
-        if ratings.get(category) is not None:
-            _refresh_plain(category=category, rating=ratings[category], cells=cells, config=config,
-                           contenders=contenders, speeds=speeds, report=report)
-        if style is not None:
-            _refresh_style(category=category, style=style, cells=cells, config=config, contenders=contenders,
-                           speeds=speeds, force=force, report=report)
+    # Each group's changed categories are started together (rated in parallel by a rating pool, see
+    # leaderboard.rating_pool), then written in order. With a pool, overall (always first) is a
+    # group of its own: the main leaderboard is not slowed by the others, nor kept waiting for them.
+    groups = [wanted[:1], wanted[1:]] if rating_pool.processes() > 1 else [wanted]
+    for group in groups:
+        ratings = {category: _start_plain_rating(category=category, cells=cells, config=config, force=force,
+                                                 report=report)
+                   for category in group} if False in variants else {}
+        for category in group:
+            if ratings.get(category) is not None:
+                _refresh_plain(category=category, rating=ratings[category], cells=cells, config=config,
+                               contenders=contenders, speeds=speeds, report=report)
+            if style is not None:
+                _refresh_style(category=category, style=style, cells=cells, config=config,
+                               contenders=contenders, speeds=speeds, force=force, report=report)
 
 
 def _engine_params(config: LeaderboardSettings) -> dict:
