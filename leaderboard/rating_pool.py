@@ -96,6 +96,20 @@ def warm_up() -> None:
         started = [submit(_import_engine) for _ in range(size)]
         for rating in started:
             rating.result()
+        log.info("rating pool: %s processes ready", size)
+
+
+def _on_worker_ready(sender=None, **kwargs) -> None:
+    """A worker that takes the ratings queue starts its pool at once (in the background)."""
+    queues = {queue.name for queue in getattr(getattr(sender, "task_consumer", None), "queues", ())}
+    if settings.RATINGS_QUEUE in queues and processes() > 1:
+        threading.Thread(target=warm_up, name="rating-pool-warm-up", daemon=True).start()
+
+
+def connect_worker_signals() -> None:
+    from celery.signals import worker_ready
+
+    worker_ready.connect(_on_worker_ready, weak=False, dispatch_uid="arena-rating-pool")
 
 
 def shutdown() -> None:

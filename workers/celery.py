@@ -13,4 +13,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers", "leaderboard"])
 
 from arena.metrics import connect_worker_signals  # noqa: E402  (serves metrics on WORKER_METRICS_PORT)
+from leaderboard import rating_pool  # noqa: E402  (a ratings worker starts its rating pool when ready)
+
 connect_worker_signals()
+rating_pool.connect_worker_signals()

@@ -47,4 +47,5 @@ def test_refreshes_run_in_the_ratings_worker_and_its_pool_not_among_the_streams(
     # Tasks each worker received (its start-up banner lists every registered task).
     assert "Task arena.generate[" in streamed and "Task leaderboard.refresh[" not in streamed
     assert "Task leaderboard.refresh[" in rated and "Task arena.generate[" not in rated
-    assert "rating pool" not in rated  # the pool worked: nothing fell back to the worker's own process
+    assert "rating pool: 2 processes ready" in rated and "rating pool" not in streamed  # started when ready
+    assert "not available" not in rated and "broke" not in rated  # nothing fell back to the worker's process
