@@ -4,8 +4,9 @@ A refresh rates each category that changed (a fit and a 1,000-round bootstrap: a
 CPU-bound numpy at 200 models), and the categories do not depend on each other. With
 ``LEADERBOARD_RATING_PROCESSES`` above 1 they are handed to a pool of that many processes (started
 with "spawn" on first use and kept for later refreshes), so a refresh of many categories takes
-about 1 / N of the time on N cores. The engine is pure numpy and scipy: a child imports no Django
-and touches no database; the refresh process still reads the votes and writes every snapshot.
+about 1 / N of the time on N cores. The engine is pure numpy and scipy: a child needs no Django
+settings and touches no database; the refresh process still reads the votes and writes every
+snapshot.
 
 With 1 (the default) nothing is started: each category is rated in the refresh's own process,
 when its result is asked for, exactly as without a pool. A pool that breaks (a child killed) is
@@ -96,7 +97,8 @@ def warm_up() -> None:
         started = [submit(_import_engine) for _ in range(size)]
         for rating in started:
             rating.result()
-        log.info("rating pool: %s processes ready", size)
+        if _pool is not None:
+            log.info("rating pool: %s processes ready", size)
 
 
 def _on_worker_ready(sender=None, **kwargs) -> None:
@@ -113,5 +115,5 @@ def connect_worker_signals() -> None:
 
 
 def shutdown() -> None:
-    """Stop the pool's processes (tests; a worker's shutdown)."""
+    """Stop the pool's processes (tests, benchmarks); at exit they are stopped anyway."""
     _discard_pool()

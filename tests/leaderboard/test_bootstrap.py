@@ -69,7 +69,8 @@ def test_thousand_rounds_on_sixty_models_take_seconds():
     result = bootstrap_bradley_terry(pairs, point, rounds=1000, seed=3)
     seconds = time.perf_counter() - started
     print(f"\n1000 bootstrap rounds, 60 models, {pairs.battles} battles: {seconds:.2f} s "
-          f"({1000 / seconds:.0f} rounds/s, {result.iterations / 1000:.1f} Newton steps per round)")
+          f"({1000 / seconds:.0f} rounds/s, {result.chord_iterations / 1000:.1f} chord iterations per round, "
+          f"{result.newton_rounds} rounds by Newton)")
     assert seconds < 20
     assert result.max_gradient_ratio <= 1.0
     ratings = RatingScale().to_ratings(result.theta)
