@@ -709,10 +709,9 @@ def _refresh_variants(*, categories: list[str] | None, variants: tuple[bool, ...
     speeds = _Speeds(contenders.values())
     style = style_rows(config=config, tallied=state is not None) if True in variants and wanted else None
     # Each group's changed categories are started together (rated in parallel by a rating pool, see
-    # leaderboard.rating_pool), then written in order. With a pool, overall (always first) is a
-    # group of its own: the main leaderboard is not slowed by the others, nor kept waiting for them.
-    groups = [wanted[:1], wanted[1:]] if rating_pool.processes() > 1 else [wanted]
-    for group in groups:
+    # leaderboard.rating_pool), then written in order. Overall (always first) is a group of its
+    # own: the main leaderboard is neither slowed by the others nor kept waiting for them.
+    for group in (wanted[:1], wanted[1:]):
         ratings = {category: _start_plain_rating(category=category, cells=cells, config=config, force=force,
                                                  report=report)
                    for category in group} if False in variants else {}
