@@ -3,8 +3,9 @@
 A refresh rates each category that changed (a fit and a 1,000-round bootstrap: about a second of
 CPU-bound numpy at 200 models), and the categories do not depend on each other. With
 ``LEADERBOARD_RATING_PROCESSES`` above 1 they are handed to a pool of that many processes (started
-with "spawn" on first use and kept for later refreshes), so a refresh of many categories takes
-about 1 / N of the time on N cores. The engine is pure numpy and scipy: a child needs no Django
+with "spawn" on first use and kept for later refreshes). A bootstrap already keeps about two cores
+busy (a drawing and a fitting thread), so N processes divide a many-category refresh by up to N
+on 2N cores; on two cores a pool gains about a tenth (bench/refresh.py). The engine is pure numpy and scipy: a child needs no Django
 settings and touches no database; the refresh process still reads the votes and writes every
 snapshot.
 
