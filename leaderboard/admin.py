@@ -3,6 +3,7 @@ imported lm-evaluation-harness results (with an upload form), custom benchmark c
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
@@ -18,6 +19,7 @@ from leaderboard.models import (
     ApiToken, BenchmarkColumn, BenchmarkColumnSet, EloRating, HarnessFile, HarnessResult, ImportedBattle,
     RatingSnapshot, SnapshotRow,
 )
+from leaderboard.selectors import ratings_queue_waiting
 from leaderboard.services import refresh_enqueue_now
 
 
@@ -61,6 +63,16 @@ class RatingSnapshotAdmin(ReadOnlyAdmin):
         if obj.status != "ready":
             return "-"
         return format_html('<a href="{}">permalink</a>', reverse("leaderboard:snapshot", args=[obj.pk]))
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        waiting = ratings_queue_waiting()
+        if waiting is not None and waiting > 1 and request.method == "GET":
+            queue = settings.RATINGS_QUEUE
+            messages.warning(request, f"{waiting} leaderboard refreshes are waiting in the Celery queue "
+                                      f"\u201c{queue}\u201d: no worker seems to take it. Start one with "
+                                      f"\u201ccelery -A workers worker -Q {queue}\u201d (the compose service "
+                                      "\u201cratings\u201d).")
+        return super().changelist_view(request, extra_context)
 
     def get_urls(self):
         return [

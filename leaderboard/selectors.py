@@ -1136,3 +1136,21 @@ def benchmark_correlations(*, column_set, min_models: int | None = None, min_vot
     base["correlations"] = [dict(item.to_dict(), label=labels.get(item.column, item.column))
                             for item in correlations]
     return base
+
+
+def ratings_queue_waiting() -> int | None:
+    """Refreshes waiting in the ratings queue (a Redis list); None without Redis or when it does
+    not answer. A worker takes a refresh as soon as it arrives (one with a countdown waits in that
+    worker), so more than one waiting means no worker is taking the queue."""
+    if not settings.REDIS_URL:
+        return None
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return int(client.llen(settings.RATINGS_QUEUE))
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - a page must still render when Redis does not answer
+        return None

@@ -237,6 +237,19 @@ def test_plotly_is_served_from_the_installed_package_with_long_cache(viewer_clie
     assert len(body) > 1_000_000 and body.startswith(b"/**\n* plotly.js v")
 
 
+def test_the_snapshot_admin_warns_when_no_worker_takes_the_ratings_queue(client, board, redis_client):
+    from leaderboard.tasks import refresh
+
+    login(client, board.user("boss", role=None, is_staff=True, is_superuser=True))
+    changelist = reverse("admin:leaderboard_ratingsnapshot_changelist")
+    assert "no worker seems to take it" not in client.get(changelist).content.decode()
+    refresh.apply_async()
+    assert "no worker seems to take it" not in client.get(changelist).content.decode()  # one may be on its way
+    refresh.apply_async()  # nothing here takes the queue: the refreshes pile up
+    page = client.get(changelist).content.decode()
+    assert "2 leaderboard refreshes are waiting" in page and "celery -A workers worker -Q ratings" in page
+
+
 def test_admin_can_start_a_refresh(client, board, redis_client):
     login(client, board.user("boss", role=None, is_staff=True, is_superuser=True))
     changelist = reverse("admin:leaderboard_ratingsnapshot_changelist")
