@@ -116,14 +116,10 @@ class CeleryQueueCollector:
         from workers.celery import app
 
         queues = list(dict.fromkeys([app.conf.task_default_queue or "celery", settings.RATINGS_QUEUE]))
-        try:
-            import redis
+        from workers.dispatch import queue_lengths
 
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-            try:
-                lengths = [int(client.llen(queue)) for queue in queues]
-            finally:
-                client.close()
+        try:
+            lengths = queue_lengths(queues)
         except Exception as exc:  # a scrape must still answer when Redis does not
             log.warning("metrics: cannot read the length of queues %s: %s", ", ".join(queues), type(exc).__name__)
             return

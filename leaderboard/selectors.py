@@ -1144,13 +1144,9 @@ def ratings_queue_waiting() -> int | None:
     worker), so more than one waiting means no worker is taking the queue."""
     if not settings.REDIS_URL:
         return None
-    import redis
+    from workers.dispatch import queue_lengths
 
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-        try:
-            return int(client.llen(settings.RATINGS_QUEUE))
-        finally:
-            client.close()
+        return queue_lengths([settings.RATINGS_QUEUE])[0]
     except Exception:  # noqa: BLE001 - a page must still render when Redis does not answer
         return None

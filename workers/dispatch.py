@@ -37,3 +37,15 @@ def enqueue(task, *args, **kwargs) -> Future | None:
         return _pool().submit(_run_in_thread, task, args, kwargs)
     task.apply_async(args=args, kwargs=kwargs)
     return None
+
+
+def queue_lengths(queues: list[str]) -> list[int]:
+    """Messages waiting in each Celery queue (a Redis list on the broker); raises when Redis does
+    not answer."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return [int(client.llen(queue)) for queue in queues]
+    finally:
+        client.close()

@@ -144,8 +144,7 @@ class ScoredGraphs:
         self.indices = targets[self.order].astype(np.int32)
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(sources, minlength=self.n))]).astype(np.int32)
         self.i, self.j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
-        self.unique_pairs = bool(not (self.i == self.j).any() and len(np.unique(
-            np.minimum(self.i, self.j) * self.n + np.maximum(self.i, self.j))) == len(self.i))
+        self.unique_pairs = _unique_pairs(self.i, self.j, self.n)
 
     def identifiable_columns(self, weight: np.ndarray, score: np.ndarray) -> np.ndarray:
         """``identifiable`` for every column of ``weight`` and ``score`` (rows x resamples) at once:
@@ -172,6 +171,12 @@ class ScoredGraphs:
         graph = csr_matrix((present.astype(float), self.indices.copy(), self.indptr.copy()), shape=(self.n, self.n))
         graph.eliminate_zeros()
         return connected_components(graph, directed=True, connection="strong")[0] <= 1
+
+
+def _unique_pairs(i: np.ndarray, j: np.ndarray, n: int) -> bool:
+    """Each unordered pair of models in at most one row (aggregated cells), none against itself."""
+    return bool(len(i) <= n * (n - 1) // 2 and not (i == j).any()
+                and len(np.unique(np.minimum(i, j) * n + np.maximum(i, j))) == len(i))
 
 
 MATRIX_ENTRIES_PER_CHECK = 4_000_000  # adjacency entries held at once by identifiable_columns (16 MB)
@@ -259,10 +264,7 @@ class PairDesign:
         self.flat_ij, self.flat_ji = self.i * n + self.j, self.j * n + self.i
         # Each unordered pair at most once (aggregated cells): the Laplacian is filled by
         # assignment; rows that repeat a pair (one row per battle) are summed.
-        self.unique_pairs = bool(
-            rows <= n * (n - 1) // 2 and not (self.i == self.j).any()
-            and len(np.unique(np.minimum(self.i, self.j) * n + np.maximum(self.i, self.j))) == rows
-        )
+        self.unique_pairs = _unique_pairs(self.i, self.j, n)
 
     def difference(self, values: np.ndarray) -> np.ndarray:
         """Per model: sum of ``values`` over its rows as i minus over its rows as j."""
