@@ -11,6 +11,11 @@ appends that entry's value (the list of the key's member channels, packed by Red
 library), so what lands on each key is byte for byte what the parent class would have stored
 (apart from the random prefix every message gets).
 
+A streamed batch is also recorded for reconnecting clients (``workers.partials``: the text so
+far and its sequence number). ``group_send_recorded`` does that in the same script, before the
+message is added: one round trip per batch instead of two, and no client can see a batch that is
+not recorded yet.
+
 Receiving is the parent's, unchanged.
 
 Only the configuration that layout covers takes this path: one Redis host, msgpack without
@@ -28,12 +33,18 @@ from channels_redis.serializers import MsgPackSerializer
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1]: the group's key. ARGV: message head (random prefix + packed map up to the last value),
-# key prefix, now, oldest member time kept, message expiry (s), capacity per key.
+# KEYS[1]: the group's key; KEYS[2], KEYS[3] (optional): a record's sequence-number and text keys.
+# ARGV: message head (random prefix + packed map up to the last value), key prefix, now, oldest
+# member time kept, message expiry (s), capacity per key; with a record: its seq, text, expiry (s).
 _GROUP_SEND = """
 local head, prefix = ARGV[1], ARGV[2]
 local now, members_since = tonumber(ARGV[3]), tonumber(ARGV[4])
 local expiry, capacity = tonumber(ARGV[5]), tonumber(ARGV[6])
+if #KEYS == 3 then
+  redis.call('SET', KEYS[2], ARGV[7], 'EX', ARGV[9])
+  redis.call('APPEND', KEYS[3], ARGV[8])
+  redis.call('EXPIRE', KEYS[3], ARGV[9])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, members_since)
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local channels_of, keys = {}, {}
@@ -87,15 +98,27 @@ class ArenaRedisChannelLayer(RedisChannelLayer):
     async def group_send(self, group, message):
         if not self.one_call_group_send():
             return await super().group_send(group, message)
+        await self._one_call_send(group, message, [], [])
+
+    async def group_send_recorded(self, group, message, *, record: tuple[str, str, int, str, int]):
+        """``group_send`` that first stores ``record`` = (seq key, text key, seq, text, expiry s) on
+        the layer's Redis: the seq key set to seq, text appended to the text key, both expiring,
+        in the same atomic call. Only where ``one_call_group_send()``."""
+        if not self.one_call_group_send():
+            raise RuntimeError("a recorded group send needs the one-call layout (see one_call_group_send)")
+        seq_key, text_key, seq, text, ttl = record
+        await self._one_call_send(group, message, [seq_key, text_key], [seq, text, ttl])
+
+    async def _one_call_send(self, group, message, record_keys: list, record_args: list) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
         connection = self.connection(0)
         if self._script is None:
             self._script = connection.register_script(_GROUP_SEND)
         now = time.time()
         over_capacity, members = await self._script(
-            keys=[self._group_key(group)],
+            keys=[self._group_key(group), *record_keys],
             args=[self.pack_head(message), self.prefix, now, int(now) - self.group_expiry, int(self.expiry),
-                  self.capacity],
+                  self.capacity, *record_args],
             client=connection,
         )
         if over_capacity > 0:

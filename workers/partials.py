@@ -39,12 +39,25 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 _record_script = None
 
 
+def record_by_layer(layer) -> bool:
+    """Whether ``layer`` can record a batch in the call that sends it (``group_send_recorded``):
+    the production channel layer on the very Redis the records live in."""
+    return (bool(settings.REDIS_URL) and hasattr(layer, "group_send_recorded") and layer.one_call_group_send()
+            and layer.hosts[0].get("address") == settings.REDIS_URL)
+
+
+def record_args(name: str, seq: int, text: str) -> tuple[str, str, int, str, int]:
+    """What ``group_send_recorded`` stores for batch ``seq`` of ``name``: the same as ``record``."""
+    return _key(name) + ":seq", _key(name) + ":text", seq, text, TTL_SECONDS
+
+
 def record(name: str, seq: int, text: str) -> None:
     global _record_script
     if settings.REDIS_URL:
         if _record_script is None:
             _record_script = _redis().register_script(_RECORD)
-        _record_script(keys=[_key(name) + ":seq", _key(name) + ":text"], args=[seq, text, TTL_SECONDS])
+        seq_key, text_key, *args = record_args(name, seq, text)
+        _record_script(keys=[seq_key, text_key], args=args)
         return
     with _local_lock:
         old_seq, old_text = _local.get(name, (0, ""))

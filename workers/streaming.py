@@ -42,17 +42,27 @@ def _sender_loop() -> asyncio.AbstractEventLoop:
         return _sender[1]
 
 
-def group_send_nowait(group: str, message: dict) -> Future | None:
+def group_send_nowait(group: str, message: dict, *, record: tuple[str, int, str] | None = None) -> Future | None:
     """Start sending one event to a group from synchronous code; the future ends when it is sent.
 
+    ``record``: (partial name, seq, text), recorded for reconnecting clients (``partials``) before
+    the event can reach anyone; on the production layer in the same Redis call as the send.
     None when it is already sent (the embedded default's in-memory layer sends at once).
     """
     layer = get_channel_layer()
     if isinstance(layer, InMemoryChannelLayer):
         # The embedded default: the layer lives in the web process's own loop and needs no connection.
+        if record is not None:
+            partials.record(*record)
         async_to_sync(layer.group_send)(group, message)
         return None
-    return asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _sender_loop())
+    if record is not None and partials.record_by_layer(layer):
+        sending = layer.group_send_recorded(group, message, record=partials.record_args(*record))
+    else:
+        if record is not None:
+            partials.record(*record)
+        sending = layer.group_send(group, message)
+    return asyncio.run_coroutine_threadsafe(sending, _sender_loop())
 
 
 def group_send(group: str, message: dict, *, timeout: float = SEND_TIMEOUT_S) -> None:
@@ -80,7 +90,7 @@ class DeltaPublisher:
         self._pending: list[str] = []
         self._last_flush = float("-inf")  # the first text goes out at once: it is the time to first token
         self._in_flight: Future | None = None
-        # (group, event) -> Future | None; subclasses may wrap it to add fields to every event.
+        # (group, event, record=None) -> Future | None; subclasses may wrap it to add fields to every event.
         self._send = group_send_nowait
 
     def add(self, text: str) -> bool:
@@ -109,11 +119,10 @@ class DeltaPublisher:
         self.seq += 1
         text = "".join(self._pending)
         self._pending.clear()
-        if self.partial_name:
-            # Recorded before sending: a reconnecting client's snapshot never misses a sent batch.
-            partials.record(self.partial_name, self.seq, text)
+        # Recorded before (or as) it is sent: a reconnecting client's snapshot never misses a sent batch.
+        record = (self.partial_name, self.seq, text) if self.partial_name else None
         self._in_flight = self._send(self.group, {"type": "generation.delta", "side": self.side, "seq": self.seq,
-                                                  "text": text})
+                                                  "text": text}, record=record)
         self._last_flush = time.monotonic()
 
     def _wait_sent(self) -> None:

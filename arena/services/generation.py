@@ -72,7 +72,8 @@ class GenerationPublisher(DeltaPublisher):
         super().__init__(**kwargs)
         self.generation_id = generation_id
         send = self._send
-        self._send = lambda group, event: send(group, {**event, "generation": generation_id})
+        self._send = lambda group, event, record=None: send(group, {**event, "generation": generation_id},
+                                                            record=record)
 
     def stopped(self) -> None:
         self.final({"type": "generation.stopped"})

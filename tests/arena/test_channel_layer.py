@@ -141,3 +141,11 @@ def test_configurations_the_one_call_layout_does_not_cover_use_the_parents_group
         one_call, got = asyncio.run(scenario(**config))
         assert not one_call
         assert got == {"type": "generation.delta", "seq": 9}
+
+
+def test_a_recorded_send_needs_the_one_call_layout():
+    layer = layers(ArenaRedisChannelLayer, symmetric_encryption_keys=["k" * 32])
+    assert not layer.one_call_group_send()
+    with pytest.raises(RuntimeError, match="one-call layout"):
+        asyncio.run(layer.group_send_recorded("battle.6", {"type": "generation.delta"},
+                                              record=("s", "t", 1, "x", 60)))

@@ -115,11 +115,11 @@ def test_every_text_delta_is_sent_before_the_answer_is_stored_as_done(rater, mak
     seen: list[tuple[str, str]] = []
     original = streaming.group_send_nowait
 
-    def recording(group, event):
+    def recording(group, event, record=None):
         if event["type"] in ("generation.delta", "generation.done"):
             status = Generation.objects.values_list("status", flat=True).get(pk=event["generation"])
             seen.append((event["type"], status))
-        return original(group, event)
+        return original(group, event, record=record)
 
     monkeypatch.setattr(streaming, "group_send_nowait", recording)
     for generation in Generation.objects.filter(turn__battle=battle):
