@@ -40,14 +40,14 @@ _record_script = None
 
 
 def record_by_layer(layer) -> bool:
-    """Whether ``layer`` can record a batch in the call that sends it (``group_send_recorded``):
-    the production channel layer on the very Redis the records live in."""
-    return (bool(settings.REDIS_URL) and hasattr(layer, "group_send_recorded") and layer.one_call_group_send()
+    """Whether ``layer`` can record a batch in the call that sends it (``group_send_many``): the
+    production channel layer on the very Redis the records live in."""
+    return (bool(settings.REDIS_URL) and hasattr(layer, "group_send_many") and layer.one_call_group_send()
             and layer.hosts[0].get("address") == settings.REDIS_URL)
 
 
 def record_args(name: str, seq: int, text: str) -> tuple[str, str, int, str, int]:
-    """What ``group_send_recorded`` stores for batch ``seq`` of ``name``: the same as ``record``."""
+    """What the layer's ``group_send_many`` stores for batch ``seq`` of ``name``: as ``record`` does."""
     return _key(name) + ":seq", _key(name) + ":text", seq, text, TTL_SECONDS
 
 

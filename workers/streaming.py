@@ -10,6 +10,7 @@ import asyncio
 import os
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 
 from asgiref.sync import async_to_sync
@@ -21,6 +22,7 @@ DEFAULT_BATCH_MS = 40.0
 # Share of a batch interval a reader waits after sending a batch (see DeltaPublisher.pace).
 READ_PACING = 0.75
 SEND_TIMEOUT_S = 10.0
+MAX_SENDS_PER_CALL = 100  # sends coalesced into one Redis call (see _Outbox)
 
 _sender_lock = threading.Lock()
 _sender: tuple[int, asyncio.AbstractEventLoop] | None = None
@@ -56,13 +58,75 @@ def group_send_nowait(group: str, message: dict, *, record: tuple[str, int, str]
             partials.record(*record)
         async_to_sync(layer.group_send)(group, message)
         return None
-    if record is not None and partials.record_by_layer(layer):
-        sending = layer.group_send_recorded(group, message, record=partials.record_args(*record))
-    else:
-        if record is not None:
-            partials.record(*record)
-        sending = layer.group_send(group, message)
-    return asyncio.run_coroutine_threadsafe(sending, _sender_loop())
+    if partials.record_by_layer(layer):
+        return _outbox().put(layer, group, message, None if record is None else partials.record_args(*record))
+    if record is not None:
+        partials.record(*record)
+    return asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _sender_loop())
+
+
+class _Outbox:
+    """Sends waiting for the sender loop, taken together: the batches of every stream of the
+    process that are due at about the same moment go out in one Redis call (the production
+    layer's ``group_send_many``), in the order they were handed over.
+
+    A thread hands a send over and gets a future; the loop is woken only when no drain is under
+    way, and a drain takes everything that waits (up to ``MAX_SENDS_PER_CALL`` per call).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._waiting: deque = deque()
+        self._lock = threading.Lock()
+        self._draining = False  # a drain is scheduled or running
+
+    def put(self, layer, group: str, message: dict, record: tuple | None) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._waiting.append((layer, (group, message, record), future))
+            wake, self._draining = not self._draining, True
+        if wake:
+            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._drain()))
+        return future
+
+    def _take(self) -> list:
+        with self._lock:
+            if not self._waiting:
+                self._draining = False
+                return []
+            first = self._waiting[0][0]
+            taken = []
+            while self._waiting and len(taken) < MAX_SENDS_PER_CALL and self._waiting[0][0] is first:
+                taken.append(self._waiting.popleft())
+            return taken
+
+    async def _drain(self) -> None:
+        while taken := self._take():
+            try:
+                await taken[0][0].group_send_many([send for _layer, send, _future in taken])
+            except BaseException as exc:
+                for _layer, _send, future in taken:
+                    future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    with self._lock:
+                        self._draining = False
+                    raise
+            else:
+                for _layer, _send, future in taken:
+                    future.set_result(None)
+
+
+_outboxes: dict[tuple[int, int], _Outbox] = {}
+
+
+def _outbox() -> _Outbox:
+    loop = _sender_loop()
+    key = (os.getpid(), id(loop))
+    box = _outboxes.get(key)
+    if box is None:
+        with _sender_lock:
+            box = _outboxes.setdefault(key, _Outbox(loop))
+    return box
 
 
 def group_send(group: str, message: dict, *, timeout: float = SEND_TIMEOUT_S) -> None:

@@ -143,9 +143,34 @@ def test_configurations_the_one_call_layout_does_not_cover_use_the_parents_group
         assert got == {"type": "generation.delta", "seq": 9}
 
 
-def test_a_recorded_send_needs_the_one_call_layout():
+def test_many_sends_in_one_call_arrive_in_order_each_after_its_record():
+    async def scenario():
+        layer = layers(ArenaRedisChannelLayer)
+        channels = [await layer.new_channel() for _ in range(2)]
+        for n, channel in enumerate(channels):
+            await layer.group_add(f"battle.m{n}", channel)
+        connection = layer.connection(0)
+        sends = []
+        for seq in (1, 2, 3):
+            for n in range(2):
+                record = (f"{layer.prefix}:s{n}", f"{layer.prefix}:t{n}", seq, f"<{n}.{seq}>", 60)
+                sends.append((f"battle.m{n}", {"type": "generation.delta", "seq": seq}, record if n == 0 else None))
+        await layer.group_send_many(sends)
+        got = {n: [await asyncio.wait_for(layer.receive(c), 5) for _ in range(3)] for n, c in enumerate(channels)}
+        recorded = (await connection.get(f"{layer.prefix}:s0"), await connection.get(f"{layer.prefix}:t0"),
+                    await connection.ttl(f"{layer.prefix}:t0"), await connection.exists(f"{layer.prefix}:t1"))
+        await connection.delete(f"{layer.prefix}:s0", f"{layer.prefix}:t0")
+        await layer.flush()
+        await layer.close_pools()
+        return got, recorded
+
+    got, recorded = asyncio.run(scenario())
+    assert {n: [m["seq"] for m in messages] for n, messages in got.items()} == {0: [1, 2, 3], 1: [1, 2, 3]}
+    assert recorded[:2] == (b"3", b"<0.1><0.2><0.3>") and 0 < recorded[2] <= 60 and recorded[3] == 0
+
+
+def test_sending_in_one_call_needs_the_one_call_layout():
     layer = layers(ArenaRedisChannelLayer, symmetric_encryption_keys=["k" * 32])
     assert not layer.one_call_group_send()
     with pytest.raises(RuntimeError, match="one-call layout"):
-        asyncio.run(layer.group_send_recorded("battle.6", {"type": "generation.delta"},
-                                              record=("s", "t", 1, "x", 60)))
+        asyncio.run(layer.group_send_many([("battle.6", {"type": "generation.delta"}, None)]))

@@ -58,9 +58,11 @@ def test_partial_record_keeps_the_sequence_and_the_whole_text_so_far(backend, se
     assert partials.snapshot(name) == (0, "")
 
 
-def test_a_batch_sent_on_the_production_layer_is_recorded_in_the_same_call(settings, require_redis):
-    """One Redis call per batch: the record a reconnecting client reads and the message itself."""
+def test_batches_go_out_on_the_production_layer_recorded_in_the_same_call_and_coalesced(settings,
+                                                                                         require_redis):
+    """One Redis call carries a batch and its record; batches of many streams due at once share calls."""
     import asyncio
+    import threading
 
     from channels.layers import get_channel_layer
 
@@ -68,33 +70,49 @@ def test_a_batch_sent_on_the_production_layer_is_recorded_in_the_same_call(setti
 
     layer = get_channel_layer()
     assert partials.record_by_layer(layer)
-    name, group = f"test:{uuid.uuid4().hex}", f"battle.{uuid.uuid4().hex}"
+    streams = 20
+    names = [f"test:{uuid.uuid4().hex}" for _ in range(streams)]
+    groups = [f"battle.{uuid.uuid4().hex}" for _ in range(streams)]
 
-    async def member() -> str:
-        channel = await layer.new_channel()
-        await layer.group_add(group, channel)
-        return channel
+    async def members() -> list[str]:
+        channels = []
+        for group in groups:
+            channels.append(await layer.new_channel())
+            await layer.group_add(group, channels[-1])
+        return channels
 
-    channel = asyncio.run(member())
-    calls = []
-    original = layer._one_call_send
+    channels = asyncio.run(members())
+    calls: list[int] = []
+    original = layer.group_send_many
 
-    async def counted(*args, **kwargs):
-        calls.append(args[2])  # the record's keys
-        return await original(*args, **kwargs)
+    async def counted(sends):
+        calls.append(len(sends))
+        return await original(sends)
 
-    layer._one_call_send = counted
+    layer.group_send_many = counted
+    start = threading.Barrier(streams)
+
+    def stream(k: int) -> None:
+        start.wait()
+        for seq, text in enumerate(["Hi", " there", "!"], 1):  # one batch in flight per stream, as a publisher
+            group_send_nowait(groups[k], {"type": "generation.delta", "seq": seq, "text": text},
+                              record=(names[k], seq, text)).result(10)
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(streams)]
     try:
-        group_send_nowait(group, {"type": "generation.delta", "seq": 1, "text": "Hi"}, record=(name, 1, "Hi")).result(5)
-        group_send_nowait(group, {"type": "generation.delta", "seq": 2, "text": " there"},
-                          record=(name, 2, " there")).result(5)
-        assert partials.snapshot(name) == (2, "Hi there")
-        assert calls == [[f"arena:partial:{name}:seq", f"arena:partial:{name}:text"]] * 2
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert [partials.snapshot(name) for name in names] == [(3, "Hi there!")] * streams
     finally:
-        del layer._one_call_send
-        partials.forget(name)
+        del layer.group_send_many
+        for name in names:
+            partials.forget(name)
+    assert sum(calls) == 3 * streams
+    assert len(calls) < 3 * streams  # some calls carried several streams' batches
 
-    async def receive_two() -> list:
-        return [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(2)]
+    async def receive_all() -> list[list[str]]:
+        return [[(await asyncio.wait_for(layer.receive(c), 5))["text"] for _ in range(3)] for c in channels]
 
-    assert [m["text"] for m in asyncio.run(receive_two())] == ["Hi", " there"]
+    assert asyncio.run(receive_all()) == [["Hi", " there", "!"]] * streams
