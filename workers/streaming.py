@@ -58,10 +58,11 @@ def group_send_nowait(group: str, message: dict, *, record: tuple[str, int, str]
             partials.record(*record)
         async_to_sync(layer.group_send)(group, message)
         return None
-    if partials.record_by_layer(layer):
-        return _outbox().put(layer, group, message, None if record is None else partials.record_args(*record))
-    if record is not None:
+    if record is not None and not partials.record_by_layer(layer):
         partials.record(*record)
+        record = None
+    if hasattr(layer, "group_send_many") and layer.one_call_group_send():
+        return _outbox().put(layer, group, message, None if record is None else partials.record_args(*record))
     return asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _sender_loop())
 
 

@@ -174,3 +174,85 @@ def test_sending_in_one_call_needs_the_one_call_layout():
     assert not layer.one_call_group_send()
     with pytest.raises(RuntimeError, match="one-call layout"):
         asyncio.run(layer.group_send_many([("battle.6", {"type": "generation.delta"}, None)]))
+
+
+async def command_calls(layer, *names: str) -> dict[str, int]:
+    stats = await layer.connection(0).info("commandstats")
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names}
+
+
+def test_waiting_messages_are_taken_in_one_call_and_received_in_order():
+    async def scenario():
+        layer = layers(ArenaRedisChannelLayer)
+        channels = [await layer.new_channel() for _ in range(2)]
+        for channel in channels:
+            await layer.group_add("battle.r", channel)
+        for seq in range(1, 61):
+            await layer.group_send("battle.r", {"type": "generation.delta", "seq": seq})
+        before = await command_calls(layer, "zpopmin", "bzpopmin")
+        got = [[(await asyncio.wait_for(layer.receive(c), 5))["seq"] for _ in range(60)] for c in channels]
+        after = await command_calls(layer, "zpopmin", "bzpopmin")
+        await layer.flush()
+        await layer.close_pools()
+        return got, {name: after[name] - before[name] for name in after}
+
+    got, calls = asyncio.run(scenario())
+    assert got == [list(range(1, 61))] * 2
+    # Both channels share their process's key: 60 stored messages, one take, no blocking pop.
+    assert calls == {"zpopmin": 1, "bzpopmin": 0}
+
+
+def test_a_receiver_cancelled_while_messages_are_taken_loses_none_and_gets_none_twice():
+    async def scenario():
+        layer = layers(ArenaRedisChannelLayer)
+        channel = await layer.new_channel()
+        await layer.group_add("battle.c", channel)
+        for seq in (1, 2, 3):
+            await layer.group_send("battle.c", {"type": "generation.delta", "seq": seq})
+        connection = layer.connection(0)
+        real = connection.zpopmin
+
+        async def slow_zpopmin(*args, **kwargs):
+            await asyncio.sleep(0.2)
+            return await real(*args, **kwargs)
+
+        connection.zpopmin = slow_zpopmin
+        waiting = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        got = [(await asyncio.wait_for(layer.receive(channel), 5))["seq"] for _ in range(3)]
+        await layer.group_send("battle.c", {"type": "generation.delta", "seq": 4})
+        got.append((await asyncio.wait_for(layer.receive(channel), 5))["seq"])
+        leftover = await connection.zcard(layer.prefix + layer.non_local_name(channel))
+        await layer.flush()
+        await layer.close_pools()
+        return got, leftover
+
+    got, leftover = asyncio.run(scenario())
+    assert got == [1, 2, 3, 4] and leftover == 0
+
+
+def test_a_receive_left_waiting_by_an_ended_event_loop_does_not_hold_up_the_next_loop():
+    layer = layers(ArenaRedisChannelLayer)
+
+    async def abandoned() -> None:
+        channel = await layer.new_channel()
+        await layer.group_add("battle.l", channel)
+        asyncio.ensure_future(layer.receive(channel))  # blocks: nothing waits
+        await asyncio.sleep(0.1)
+        # asyncio.run cancels the receive as this loop ends; the consumer never left its group
+
+    asyncio.run(abandoned())
+
+    async def next_loop():
+        channel = await layer.new_channel()  # the next consumer of this process: the same Redis key
+        await layer.group_add("battle.l2", channel)
+        await layer.group_send("battle.l2", {"type": "generation.delta", "seq": 1})
+        got = await asyncio.wait_for(layer.receive(channel), 10)
+        await layer.flush()
+        await layer.close_pools()
+        return got
+
+    assert asyncio.run(next_loop()) == {"type": "generation.delta", "seq": 1}
