@@ -50,6 +50,10 @@ def test_killed_worker_generation_is_failed_by_the_sweeper_and_not_streamed_twic
         # Streaming for real: a delta of the faulty side reached the rater, the other side is done.
         before = await frames_until(ws, lambda f: any(x["type"] == "delta" and x["side"] == side for x in f)
                                     and any(x["type"] == "done" and x["side"] == other for x in f))
+        # The faulty side's last batch may still be on its way (it stalls after a few tokens): take
+        # what comes until the socket is quiet, so that any frame after the kill is the worker's.
+        while not await ws.receive_nothing(timeout=0.5):
+            before.append(await ws.receive_json_from(timeout=2))
         await in_thread(doomed.kill)
         killed_at = time.monotonic()
         streaming = await in_thread(lambda: Generation.objects.get(pk=generation.pk))
