@@ -431,6 +431,11 @@ def aggregate_rate(streams: list[Stream]) -> float | None:
     return sum(s.tokens for s in finished) / span if span > 0 else None
 
 
+def host_busy_above_ms(ttft_ms: float) -> float:
+    """A direct stream's TTFT p50 above this means the host itself was slow during the run."""
+    return 1.5 * ttft_ms + 20.0
+
+
 def report(args, direct: list[Stream], runs: list[BattleRun], integrity: Integrity,
            segments: dict[str, list[float]], votes: tuple[int, int, int, int], same_output: int,
            load_before: float, logs: dict[str, int], cpu: dict[str, float], wall: float) -> None:
@@ -466,6 +471,11 @@ def report(args, direct: list[Stream], runs: list[BattleRun], integrity: Integri
           f"{fmt(aggregate_rate(arena_streams), digits=0)}")
     print("added: the arena's percentile minus the direct one; TTFT: prompt frame (or request) sent -> first text "
           "received; tokens/s per stream: (tokens - 1) / (last piece - first piece).")
+    direct50 = percentile(d_ttft, 0.5)
+    if direct50 is not None and direct50 > host_busy_above_ms(args.ttft_ms):
+        print(f"Host check: the direct baseline's TTFT p50 was {direct50:.1f} ms against the emulator's "
+              f"{args.ttft_ms:g} ms: the host was busy in this run. Compare the added figures only between runs "
+              "whose direct baseline stayed near the emulator's TTFT.")
     print()
     print("Where the arena's first token spends its time (ms per stream, p50 / p99, from the rows' timestamps):")
     rows = [
