@@ -25,11 +25,12 @@ SEND_TIMEOUT_S = 10.0
 MAX_SENDS_PER_CALL = 100  # sends coalesced into one Redis call (see _Outbox)
 
 _sender_lock = threading.Lock()
-_sender: tuple[int, asyncio.AbstractEventLoop] | None = None
+_sender: tuple[int, asyncio.AbstractEventLoop, _Outbox] | None = None
 
 
-def _sender_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per process, in its own thread, for every channel-layer send of that process.
+def _sender_state() -> tuple[int, asyncio.AbstractEventLoop, _Outbox]:
+    """One event loop per process, in its own thread, for every channel-layer send of that process,
+    with the outbox that feeds it.
 
     channels_redis keeps its Redis connections per event loop: ``async_to_sync`` from a worker
     thread makes a new loop, and so a new connection, for every call. Sending through one
@@ -40,8 +41,16 @@ def _sender_loop() -> asyncio.AbstractEventLoop:
         if _sender is None or _sender[0] != os.getpid() or _sender[1].is_closed():
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="channel-sender", daemon=True).start()
-            _sender = (os.getpid(), loop)
-        return _sender[1]
+            _sender = (os.getpid(), loop, _Outbox(loop))
+        return _sender
+
+
+def _sender_loop() -> asyncio.AbstractEventLoop:
+    return _sender_state()[1]
+
+
+def _outbox() -> _Outbox:
+    return _sender_state()[2]
 
 
 def group_send_nowait(group: str, message: dict, *, record: tuple[str, int, str] | None = None) -> Future | None:
@@ -115,19 +124,6 @@ class _Outbox:
             else:
                 for _layer, _send, future in taken:
                     future.set_result(None)
-
-
-_outboxes: dict[tuple[int, int], _Outbox] = {}
-
-
-def _outbox() -> _Outbox:
-    loop = _sender_loop()
-    key = (os.getpid(), id(loop))
-    box = _outboxes.get(key)
-    if box is None:
-        with _sender_lock:
-            box = _outboxes.setdefault(key, _Outbox(loop))
-    return box
 
 
 def group_send(group: str, message: dict, *, timeout: float = SEND_TIMEOUT_S) -> None:
