@@ -8,7 +8,7 @@ conversation as :class:`Message` items and our :class:`DecodingParams`) and yiel
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 KINDS = ("tgi", "ollama", "openai")
@@ -114,14 +114,56 @@ class DiscoveredModel:
     family: str = ""
 
 
+class StreamParser(ABC):
+    """One response's stream, read line by line: ``feed`` every line, then ``end``.
+
+    Pure parsing: the readers (``workers.backends.reading``) do the I/O, on a thread or in an
+    event loop, and drive the same parser.
+    """
+
+    # The answer's end was read; the rest of the stream is drained (for keep-alive), not parsed.
+    complete: bool = False
+
+    @abstractmethod
+    def start(self) -> float:
+        """Called just before the request goes out; returns that moment (``time.perf_counter``)."""
+
+    @abstractmethod
+    def feed(self, line: bytes) -> list[StreamItem]:
+        """The Delta items this line of the body gives (often none). Raise BackendError on a failure."""
+
+    @abstractmethod
+    def end(self) -> list[StreamItem]:
+        """After the last line: any held-back text, then the Finish. Raise BackendError if the answer
+        is incomplete."""
+
+
 class BackendAdapter(ABC):
     kind: str
 
     @abstractmethod
+    def open_stream(self, endpoint: Endpoint, messages: Sequence[Message],
+                    params: DecodingParams) -> tuple[str, dict, StreamParser]:
+        """(path, JSON body, parser) of a streamed generation. Raise BackendError if it cannot be asked."""
+
     def stream(
         self, endpoint: Endpoint, messages: Sequence[Message], params: DecodingParams
     ) -> Iterator[StreamItem]:
         """Yield Delta items, then exactly one Finish. Raise BackendError on any failure."""
+        from workers.backends.reading import read_stream
+
+        path, body, parser = self.open_stream(endpoint, messages, params)
+        yield from read_stream(endpoint, path, body, parser)
+
+    async def astream(
+        self, endpoint: Endpoint, messages: Sequence[Message], params: DecodingParams
+    ) -> AsyncIterator[list[StreamItem]]:
+        """``stream`` in the running event loop: the items of each read of the body together."""
+        from workers.backends.reading import aread_stream
+
+        path, body, parser = self.open_stream(endpoint, messages, params)
+        async for items in aread_stream(endpoint, path, body, parser):
+            yield items
 
     @abstractmethod
     def health(self, endpoint: Endpoint) -> None:

@@ -8,7 +8,7 @@ timeouts, auth and error classification as the other adapters.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from workers.backends.base import (
     BackendAdapter,
@@ -19,6 +19,7 @@ from workers.backends.base import (
     Endpoint,
     Message,
     StreamItem,
+    StreamParser,
 )
 from workers.backends.chat_stream import chat_messages
 from workers.backends.streamtools import (
@@ -35,7 +36,6 @@ from workers.backends.transport import (
     parse_json_line,
     protocol_error,
     request_json,
-    stream_lines,
 )
 
 # /api/show reads model metadata from disk: quick, but one request per model, so keep each short.
@@ -72,6 +72,52 @@ def ollama_options(params: DecodingParams) -> dict:
     return options
 
 
+class OllamaChatParser(StreamParser):
+    """/api/chat's NDJSON lines.
+
+    Lines are not tokens (Ollama holds back text that could start a stop string), so the
+    output token count is the server's ``eval_count`` from the ``done: true`` line. TTFT and
+    TPOT are measured here (reference §5), not taken from the server's nanosecond durations:
+    the server's figures leave out the time waiting for a free slot and the network.
+    Thinking text (``message.thinking``) is not part of the answer and does not start the clock.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.clock = StreamClock()
+        self.final: dict | None = None
+        self.complete = False
+
+    def start(self) -> float:
+        return self.clock.start()
+
+    def feed(self, line: bytes) -> list[StreamItem]:
+        if not line.strip():
+            return []
+        payload = parse_json_line(self.endpoint, line)
+        if "error" in payload:
+            # A mid-stream failure: one {"error": ...} line on a 200 response, then EOF.
+            raise error_in_stream(self.endpoint, payload)
+        message = payload.get("message")
+        text = (message.get("content") or "") if isinstance(message, dict) else ""
+        items: list[StreamItem] = []
+        if text:
+            self.clock.event(visible=True)
+            items.append(Delta(text))
+        if payload.get("done") is True:
+            self.clock.event(visible=False)
+            self.final = payload
+            self.complete = True
+        return items
+
+    def end(self) -> list[StreamItem]:
+        if self.final is None:
+            raise incomplete_error(self.endpoint, "ended the stream without its final done line")
+        final = self.final
+        return [self.clock.finish(normalise_finish(final.get("done_reason")), as_int(final.get("prompt_eval_count")),
+                                  as_int(final.get("eval_count")))]
+
+
 class OllamaAdapter(BackendAdapter):
     kind = "ollama"
 
@@ -79,43 +125,12 @@ class OllamaAdapter(BackendAdapter):
         return "/api/chat", {"model": endpoint.model_id, "messages": chat_messages(messages), "stream": True,
                              "options": ollama_options(params)}
 
-    def stream(self, endpoint: Endpoint, messages: Sequence[Message], params: DecodingParams) -> Iterator[StreamItem]:
-        """Yield the answer from /api/chat.
-
-        Lines are not tokens (Ollama holds back text that could start a stop string), so the
-        output token count is the server's ``eval_count`` from the ``done: true`` line. TTFT and
-        TPOT are measured here (reference §5), not taken from the server's nanosecond durations:
-        the server's figures leave out the time waiting for a free slot and the network.
-        Thinking text (``message.thinking``) is not part of the answer and does not start the clock.
-        """
+    def open_stream(self, endpoint: Endpoint, messages: Sequence[Message],
+                    params: DecodingParams) -> tuple[str, dict, StreamParser]:
         require_chat_api(endpoint)
         require_model(endpoint)
         path, body = self.request_for(endpoint, messages, params)
-        clock = StreamClock()
-        final: dict | None = None
-        try:
-            for line in stream_lines(endpoint, path, body, start_clock=clock.start):
-                if final is not None or not line.strip():
-                    continue  # Read to the end so the connection can go back to the pool.
-                payload = parse_json_line(endpoint, line)
-                if "error" in payload:
-                    # A mid-stream failure: one {"error": ...} line on a 200 response, then EOF.
-                    raise error_in_stream(endpoint, payload)
-                message = payload.get("message")
-                text = (message.get("content") or "") if isinstance(message, dict) else ""
-                if text:
-                    clock.event(visible=True)
-                    yield Delta(text)
-                if payload.get("done") is True:
-                    clock.event(visible=False)
-                    final = payload
-        except BackendError:
-            if final is None:
-                raise
-        if final is None:
-            raise incomplete_error(endpoint, "ended the stream without its final done line")
-        yield clock.finish(normalise_finish(final.get("done_reason")), as_int(final.get("prompt_eval_count")),
-                           as_int(final.get("eval_count")))
+        return path, body, OllamaChatParser(endpoint)
 
     def health(self, endpoint: Endpoint) -> None:
         # /api/version answers only if this really is Ollama ("/" answers on any web server).

@@ -5,7 +5,7 @@ transport keeps the stall, deadline and error rules identical to the other adapt
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from workers.backends.base import (
     BackendAdapter,
@@ -13,9 +13,9 @@ from workers.backends.base import (
     DiscoveredModel,
     Endpoint,
     Message,
-    StreamItem,
+    StreamParser,
 )
-from workers.backends.chat_stream import chat_messages, stream_chat_completions
+from workers.backends.chat_stream import ChatCompletionsParser, chat_messages
 from workers.backends.streamtools import as_int, is_greedy, require_chat_api, require_model
 from workers.backends.transport import protocol_error, request_json
 
@@ -64,12 +64,13 @@ class OpenAICompatAdapter(BackendAdapter):
     def request_for(self, endpoint: Endpoint, messages: Sequence[Message], params: DecodingParams) -> tuple[str, dict]:
         return api_path(endpoint, "/chat/completions"), chat_body(endpoint, messages, params)
 
-    def stream(self, endpoint: Endpoint, messages: Sequence[Message], params: DecodingParams) -> Iterator[StreamItem]:
+    def open_stream(self, endpoint: Endpoint, messages: Sequence[Message],
+                    params: DecodingParams) -> tuple[str, dict, StreamParser]:
         require_chat_api(endpoint)
         require_model(endpoint)
         path, body = self.request_for(endpoint, messages, params)
         # Stop strings are normally dropped by the server; trimming also covers TGI's /v1, which keeps them.
-        yield from stream_chat_completions(endpoint, path, body, stops=params.stop)
+        return path, body, ChatCompletionsParser(endpoint, stops=params.stop)
 
     def health(self, endpoint: Endpoint) -> None:
         # /v1/models needs the bearer token on vLLM, so this also checks the credentials.

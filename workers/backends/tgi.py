@@ -21,20 +21,20 @@ Why httpx and not the ``text-generation`` client, on both routes:
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from workers.backends.base import (
     BackendAdapter,
-    BackendError,
     DecodingParams,
     Delta,
     DiscoveredModel,
     Endpoint,
     Message,
     StreamItem,
+    StreamParser,
 )
-from workers.backends.chat_stream import chat_messages, stream_chat_completions
-from workers.backends.sse import sse_data
+from workers.backends.chat_stream import ChatCompletionsParser, chat_messages
+from workers.backends.sse import sse_payload
 from workers.backends.streamtools import StopTrimmer, StreamClock, as_int, is_greedy, normalise_finish
 from workers.backends.transport import (
     error_in_stream,
@@ -43,7 +43,6 @@ from workers.backends.transport import (
     parse_json_line,
     protocol_error,
     request_json,
-    stream_lines,
 )
 
 # TGI's --max-stop-sequences default; a server started with a larger value is rare.
@@ -164,6 +163,60 @@ def chat_body(endpoint: Endpoint, messages: Sequence[Message], params: DecodingP
     return body
 
 
+class GenerateStreamParser(StreamParser):
+    """/generate_stream: one event per generated token, the last one with ``generated_text``.
+
+    Special tokens (the end-of-sequence token on the last event) are not text: TGI leaves them
+    out of ``generated_text`` and so do we. There is no ``[DONE]``; the stream simply ends after
+    the last event. Errors arrive as a 200 event ``{"error", "error_type"}``.
+    """
+
+    def __init__(self, endpoint: Endpoint, params: DecodingParams) -> None:
+        self.endpoint = endpoint
+        self.clock = StreamClock()
+        self.trimmer = StopTrimmer(params.stop)
+        self.events = 0
+        self.final: dict | None = None
+        self.complete = False
+
+    def start(self) -> float:
+        return self.clock.start()
+
+    def feed(self, line: bytes) -> list[StreamItem]:
+        data = sse_payload(self.endpoint, line)
+        if data is None:
+            return []
+        payload = parse_json_line(self.endpoint, data)
+        if "error" in payload:
+            raise error_in_stream(self.endpoint, payload)
+        token = payload.get("token")
+        if not isinstance(token, dict):
+            raise protocol_error(self.endpoint, f"an event without a token: {data[:120]!r}")
+        text = "" if token.get("special") else str(token.get("text") or "")
+        self.clock.event(visible=bool(text))
+        self.events += 1
+        items: list[StreamItem] = []
+        if text:
+            ready = self.trimmer.feed(text)
+            if ready:
+                items.append(Delta(ready))
+        if payload.get("generated_text") is not None:
+            self.final = payload
+            self.complete = True
+        return items
+
+    def end(self) -> list[StreamItem]:
+        if self.final is None:
+            raise incomplete_error(self.endpoint, "ended the stream before the last token")
+        details = self.final.get("details") or {}
+        reason = normalise_finish(details.get("finish_reason"))
+        rest = self.trimmer.finish(may_end_with_stop=reason != "length")
+        output_tokens = as_int(details.get("generated_tokens"))
+        finish = self.clock.finish(reason, as_int(details.get("input_length")),
+                                   output_tokens if output_tokens is not None else self.events)
+        return [Delta(rest), finish] if rest else [finish]
+
+
 class TGIAdapter(BackendAdapter):
     kind = "tgi"
 
@@ -174,57 +227,12 @@ class TGIAdapter(BackendAdapter):
                                         "parameters": generate_parameters(endpoint, params)}
         return "/v1/chat/completions", chat_body(endpoint, messages, params)
 
-    def stream(self, endpoint: Endpoint, messages: Sequence[Message], params: DecodingParams) -> Iterator[StreamItem]:
+    def open_stream(self, endpoint: Endpoint, messages: Sequence[Message],
+                    params: DecodingParams) -> tuple[str, dict, StreamParser]:
         path, body = self.request_for(endpoint, messages, params)
         if endpoint.api == "completion":
-            yield from self._stream_generate(endpoint, path, body, params)
-        else:
-            yield from stream_chat_completions(endpoint, path, body, stops=params.stop, every_chunk_is_a_token=True)
-
-    def _stream_generate(self, endpoint: Endpoint, path: str, body: dict,
-                         params: DecodingParams) -> Iterator[StreamItem]:
-        """Read /generate_stream: one event per generated token, the last one with ``generated_text``.
-
-        Special tokens (the end-of-sequence token on the last event) are not text: TGI leaves them
-        out of ``generated_text`` and so do we. There is no ``[DONE]``; the stream simply ends after
-        the last event. Errors arrive as a 200 event ``{"error", "error_type"}``.
-        """
-        clock = StreamClock()
-        trimmer = StopTrimmer(params.stop)
-        events = 0
-        final: dict | None = None
-        try:
-            for data in sse_data(endpoint, stream_lines(endpoint, path, body, start_clock=clock.start)):
-                if final is not None:
-                    continue  # Read to the end so the connection can go back to the pool.
-                payload = parse_json_line(endpoint, data)
-                if "error" in payload:
-                    raise error_in_stream(endpoint, payload)
-                token = payload.get("token")
-                if not isinstance(token, dict):
-                    raise protocol_error(endpoint, f"an event without a token: {data[:120]!r}")
-                text = "" if token.get("special") else str(token.get("text") or "")
-                clock.event(visible=bool(text))
-                events += 1
-                if text:
-                    ready = trimmer.feed(text)
-                    if ready:
-                        yield Delta(ready)
-                if payload.get("generated_text") is not None:
-                    final = payload
-        except BackendError:
-            if final is None:
-                raise
-        if final is None:
-            raise incomplete_error(endpoint, "ended the stream before the last token")
-        details = final.get("details") or {}
-        reason = normalise_finish(details.get("finish_reason"))
-        rest = trimmer.finish(may_end_with_stop=reason != "length")
-        if rest:
-            yield Delta(rest)
-        output_tokens = as_int(details.get("generated_tokens"))
-        yield clock.finish(reason, as_int(details.get("input_length")),
-                           output_tokens if output_tokens is not None else events)
+            return path, body, GenerateStreamParser(endpoint, params)
+        return path, body, ChatCompletionsParser(endpoint, stops=params.stop, every_chunk_is_a_token=True)
 
     def health(self, endpoint: Endpoint) -> None:
         # 200 with an empty body when the shards answer; 503 {"error": "unhealthy"} otherwise.

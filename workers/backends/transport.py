@@ -27,7 +27,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlsplit, urlunsplit
 
@@ -409,6 +409,55 @@ def stream_lines(endpoint: Endpoint, path: str, body: dict, *,
     finally:
         if watch is not None:
             watch.cancel()
+
+
+async def astream_lines(endpoint: Endpoint, path: str, body: dict, *,
+                        start_clock: Callable[[], float] = time.perf_counter) -> AsyncIterator[list[bytes]]:
+    """``stream_lines`` for a coroutine: the same request, timeouts and errors, read in the running
+    event loop (``http1``); yields the complete lines of each read together.
+
+    Each read waits at most the stall limit or the time left, whichever is less, so a server that
+    trickles bytes cannot stretch a request past its deadline.
+    """
+    from workers.backends import http1
+
+    timing = _Timing(endpoint, start_clock())
+    answering = False
+    response = None
+    url = join_url(endpoint.base_url, path)
+    try:
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "keep-alive",
+                   "Content-Type": "application/json", **request_headers(endpoint, streaming=True)}
+        response = await http1.post(url, headers, payload, connect_timeout_s=endpoint.connect_timeout_s,
+                                    head_timeout_s=max(0.001, min(endpoint.stall_timeout_s, timing.remaining())))
+        if response.status_code >= 400:
+            error_body = b""
+            while len(error_body) < MAX_ERROR_BODY_BYTES and (chunk := await response.read(_read_wait(endpoint, timing))):
+                error_body += chunk
+            detail, error_type = detail_from_body(error_body[:MAX_ERROR_BODY_BYTES])
+            raise error_for_status(endpoint, response.status_code, detail, error_type)
+        answering = True
+        if timing.remaining() <= 0:
+            raise deadline_error(endpoint)
+        pending = b""
+        while chunk := await response.read(_read_wait(endpoint, timing)):
+            pending += chunk
+            if b"\n" not in chunk:
+                continue
+            *lines, pending = pending.split(b"\n")
+            yield [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        if pending:
+            yield [pending[:-1] if pending.endswith(b"\r") else pending]
+    except httpx.HTTPError as exc:
+        raise error_for_transport(endpoint, exc, answering=answering, timing=timing) from exc
+    finally:
+        if response is not None:
+            response.close()
+
+
+def _read_wait(endpoint: Endpoint, timing: _Timing) -> float:
+    return max(0.0, min(endpoint.stall_timeout_s, timing.remaining()))
 
 
 def request_json(endpoint: Endpoint, method: str, path: str, body: dict | None = None, *,
