@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.fixtures.readers import READERS, items_of
 from workers.backends import BackendError, DecodingParams, Delta, Endpoint, Finish, Message, get_adapter
 
 NORMAL = "adapter-terse-7b"
@@ -19,6 +20,18 @@ TOKENS_PER_SECOND = 250.0
 MAX_TOKENS = 24
 TOKEN = "emulator-secret-token-42"
 USER = [Message("user", "Tell me about tea.")]
+
+
+# Every stream below is read by both readers (see tests.fixtures.readers).
+READER = "thread"
+
+
+@pytest.fixture(autouse=True, params=READERS)
+def _reader(request):
+    global READER
+    READER = request.param
+    yield
+    READER = "thread"
 CASES = [("tgi", "chat"), ("tgi", "completion"), ("ollama", "chat"), ("openai", "chat")]
 CASE_IDS = ["tgi-chat", "tgi-completion", "ollama", "openai"]
 
@@ -48,7 +61,7 @@ def endpoint(emu, kind: str, api: str = "chat", model: str = NORMAL, **fields) -
 
 
 def run(ep: Endpoint, params: DecodingParams | None = None) -> tuple[str, Finish]:
-    items = list(get_adapter(ep.kind).stream(ep, USER, params or DecodingParams(seed=1)))
+    items = list(items_of(READER, get_adapter(ep.kind), ep, USER, params or DecodingParams(seed=1)))
     assert items and isinstance(items[-1], Finish)
     assert all(isinstance(i, Delta) for i in items[:-1])
     return "".join(i.text for i in items[:-1]), items[-1]
@@ -57,7 +70,7 @@ def run(ep: Endpoint, params: DecodingParams | None = None) -> tuple[str, Finish
 def fail(ep: Endpoint, params: DecodingParams | None = None) -> tuple[BackendError, str]:
     shown = []
     with pytest.raises(BackendError) as caught:
-        for item in get_adapter(ep.kind).stream(ep, USER, params or DecodingParams(seed=1)):
+        for item in items_of(READER, get_adapter(ep.kind), ep, USER, params or DecodingParams(seed=1)):
             assert isinstance(item, Delta), "a Finish after a failure"
             shown.append(item.text)
     return caught.value, "".join(shown)

@@ -16,11 +16,24 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.readers import READERS, items_of
 from workers.backends import BackendError, DecodingParams, Delta, Endpoint, Finish, Message, get_adapter
 from workers.backends.transport import MAX_DETAIL_CHARS
 
 RECORDED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "recorded"
 USER = [Message("user", "hi")]
+
+
+# Every stream below is read by both readers (see tests.fixtures.readers).
+READER = "thread"
+
+
+@pytest.fixture(autouse=True, params=READERS)
+def _reader(request):
+    global READER
+    READER = request.param
+    yield
+    READER = "thread"
 TOKEN = "sk-wire-test-token-1234"
 
 
@@ -122,8 +135,8 @@ def ndjson(payload: dict) -> str:
 
 def run(kind: str, url: str, params: DecodingParams | None = None, **endpoint_fields) -> tuple[str, Finish]:
     fields = {"model_id": "tgi" if kind == "tgi" else "m", **endpoint_fields}
-    items = list(get_adapter(kind).stream(Endpoint(kind=kind, base_url=url, **fields), USER,
-                                          params or DecodingParams()))
+    items = list(items_of(READER, get_adapter(kind), Endpoint(kind=kind, base_url=url, **fields), USER,
+                               params or DecodingParams()))
     assert all(isinstance(i, Delta) for i in items[:-1]) and isinstance(items[-1], Finish)
     return "".join(i.text for i in items[:-1]), items[-1]
 
@@ -132,8 +145,8 @@ def fail(kind: str, url: str, params: DecodingParams | None = None, **endpoint_f
     fields = {"model_id": "tgi" if kind == "tgi" else "m", **endpoint_fields}
     shown: list[str] = []
     with pytest.raises(BackendError) as caught:
-        for item in get_adapter(kind).stream(Endpoint(kind=kind, base_url=url, **fields), USER,
-                                             params or DecodingParams()):
+        for item in items_of(READER, get_adapter(kind), Endpoint(kind=kind, base_url=url, **fields), USER,
+                             params or DecodingParams()):
             assert isinstance(item, Delta), "a Finish after a failure"
             shown.append(item.text)
     return caught.value, "".join(shown)
