@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 
 from asgiref.sync import async_to_sync
@@ -65,7 +66,12 @@ def group_send_nowait(group: str, message: dict, *, record: tuple[str, int, str]
         # The embedded default: the layer lives in the web process's own loop and needs no connection.
         if record is not None:
             partials.record(*record)
-        async_to_sync(layer.group_send)(group, message)
+        if _running_loop() is None:
+            async_to_sync(layer.group_send)(group, message)
+        else:
+            # Called from a coroutine on the sender loop (a stream being read there): the in-memory
+            # send never waits, so tasks started in order deliver in order.
+            asyncio.get_running_loop().create_task(layer.group_send(group, message))
         return None
     if record is not None and not partials.record_by_layer(layer):
         partials.record(*record)
@@ -126,6 +132,53 @@ class _Outbox:
                     future.set_result(None)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class LoopCall:
+    """A coroutine run on the process's sender loop for a thread that waits for it.
+
+    Every stream of a worker process is read in that one loop: its threads only start a read and
+    wait for the outcome, so they do not compete for the interpreter lock at every token, and the
+    thread that takes new tasks from the broker is not held up behind a hundred readers.
+    ``cancel`` stops the coroutine and returns once it has finished (its connection closed).
+    """
+
+    def __init__(self, make_coroutine: Callable[[], Coroutine]) -> None:
+        self.loop = _sender_loop()
+        self._outcome: Future = Future()
+        self._task: asyncio.Task | None = None
+        self.loop.call_soon_threadsafe(self._start, make_coroutine)
+
+    def _start(self, make_coroutine: Callable[[], Coroutine]) -> None:
+        self._task = self.loop.create_task(make_coroutine())
+        self._task.add_done_callback(self._copy)
+
+    def _copy(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            self._outcome.cancel()
+        elif task.exception() is not None:
+            self._outcome.set_exception(task.exception())
+        else:
+            self._outcome.set_result(task.result())
+
+    def result(self, timeout: float | None = None):
+        """The coroutine's result (or its exception); concurrent.futures.TimeoutError if not done yet."""
+        return self._outcome.result(timeout)
+
+    def cancel(self, timeout: float = SEND_TIMEOUT_S) -> None:
+        # Runs after _start (callbacks run in order), so the task exists by then.
+        self.loop.call_soon_threadsafe(lambda: self._task.cancel())
+        try:
+            self._outcome.result(timeout)
+        except BaseException:  # cancelled (as asked), or it failed or finished first: either way it is over
+            pass
+
+
 def group_send(group: str, message: dict, *, timeout: float = SEND_TIMEOUT_S) -> None:
     """Send one event to a group from synchronous code (worker threads), in order for the caller."""
     future = group_send_nowait(group, message)
@@ -172,6 +225,10 @@ class DeltaPublisher:
         fewer wake-ups competing for the worker's interpreter lock. The first text is not delayed.
         """
         time.sleep(self.interval_s * READ_PACING)
+
+    async def apace(self) -> None:
+        """``pace`` for a stream read in an event loop."""
+        await asyncio.sleep(self.interval_s * READ_PACING)
 
     def flush(self) -> None:
         if not self._pending:

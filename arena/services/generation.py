@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import aclosing
 from datetime import timedelta
 
 from django.conf import settings
@@ -27,7 +29,7 @@ from workers import partials
 from workers.backends import BackendError, Delta, Finish, get_adapter
 from workers.backends.base import DecodingParams
 from workers.concurrency import server_slot
-from workers.streaming import DeltaPublisher, group_send
+from workers.streaming import DeltaPublisher, LoopCall, group_send
 
 log = logging.getLogger(__name__)
 
@@ -219,25 +221,18 @@ def _stream_claimed(generation: Generation) -> None:
                 try:
                     with server_slot(server_id=server.pk, limit=server.max_concurrency,
                                      lease_s=server.deadline_s + 30, wait_s=server.deadline_s):
-                        # Leaving this loop early closes the stream, so the backend stops generating too.
-                        for item in get_adapter(server.kind).stream(contender.endpoint(), messages, params):
-                            if isinstance(item, Delta):
-                                text = storable_text(item.text)
-                                chunks.append(text)
-                                sent = publisher.add(text)
-                                watch.check()
-                                if sent:
-                                    publisher.pace()
-                            elif isinstance(item, Finish):
-                                # All of the text is out before the answer counts as done: the other
-                                # side announces "ready" as soon as it reads both done.
-                                publisher.drain()
-                                if _store_finished(generation, "".join(chunks), item):
-                                    publisher.finish()
-                                    _flag_identity_leak(generation, "".join(chunks))
-                                    _announce_if_complete(battle)
-                                    return
-                                raise _Halted
+                        finish = _read_answer(watch, server.kind, contender.endpoint(), messages, params, publisher,
+                                              chunks)
+                        if finish is not None:
+                            # All of the text is out before the answer counts as done: the other
+                            # side announces "ready" as soon as it reads both done.
+                            publisher.drain()
+                            if _store_finished(generation, "".join(chunks), finish):
+                                publisher.finish()
+                                _flag_identity_leak(generation, "".join(chunks))
+                                _announce_if_complete(battle)
+                                return
+                            raise _Halted
                     error = BackendError("The stream ended without finishing.", retryable=False, code="protocol")
                 except BackendError as exc:
                     error = exc
@@ -250,6 +245,43 @@ def _stream_claimed(generation: Generation) -> None:
             raise _Halted
         except _Halted:
             _halt(generation, publisher, "".join(chunks))
+
+
+def _read_answer(watch: _StopWatch, kind: str, endpoint, messages, params: DecodingParams,
+                 publisher: GenerationPublisher, chunks: list[str]) -> Finish | None:
+    """Read the backend's answer in the process's sender loop, publishing as it comes; the Finish,
+    or None if the stream ended without one. This thread only waits, and looks whether the
+    generation was stopped or replaced; if so the read is cancelled (its connection closed, so the
+    backend stops generating too) and _Halted raised.
+    """
+    call = LoopCall(lambda: _publish_answer(get_adapter(kind), endpoint, messages, params, publisher, chunks))
+    while True:
+        try:
+            return call.result(STOP_CHECK_INTERVAL_S)
+        except FutureTimeout:
+            pass
+        try:
+            watch.check()
+        except _Halted:
+            call.cancel()
+            raise
+
+
+async def _publish_answer(adapter, endpoint, messages, params: DecodingParams, publisher: GenerationPublisher,
+                          chunks: list[str]) -> Finish | None:
+    async with aclosing(adapter.astream(endpoint, messages, params)) as reads:
+        async for items in reads:
+            sent = False
+            for item in items:
+                if isinstance(item, Delta):
+                    text = storable_text(item.text)
+                    chunks.append(text)
+                    sent = publisher.add(text) or sent
+                elif isinstance(item, Finish):
+                    return item
+            if sent:
+                await publisher.apace()
+    return None
 
 
 def _halt(generation: Generation, publisher: GenerationPublisher, text: str) -> None:

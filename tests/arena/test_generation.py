@@ -107,26 +107,35 @@ def test_a_streaming_side_holds_no_pooled_connection_between_its_queries(rater, 
 def test_every_text_delta_is_sent_before_the_answer_is_stored_as_done(rater, make_contender, in_process_off,
                                                                        monkeypatch):
     """Otherwise the other side could announce "ready" while this side's last text is still on its way."""
+    import arena.services.generation as generation_service
     import workers.streaming as streaming
 
     make_contender("demo-terse-7b", "tgi")
     make_contender("demo-markdown-13b", "ollama")
     battle = start_with_turn(rater)
-    seen: list[tuple[str, str]] = []
-    original = streaming.group_send_nowait
+    seen: list[tuple[str, int]] = []  # in the order it happened, on whichever thread
+    original_send, original_store = streaming.group_send_nowait, generation_service._store_finished
 
     def recording(group, event, record=None):
         if event["type"] in ("generation.delta", "generation.done"):
-            status = Generation.objects.values_list("status", flat=True).get(pk=event["generation"])
-            seen.append((event["type"], status))
-        return original(group, event, record=record)
+            seen.append((event["type"], event["generation"]))
+        return original_send(group, event, record=record)
+
+    def storing(generation, text, finish):
+        stored = original_store(generation, text, finish)
+        seen.append(("stored", generation.pk))
+        return stored
 
     monkeypatch.setattr(streaming, "group_send_nowait", recording)
+    monkeypatch.setattr(generation_service, "_store_finished", storing)
     for generation in Generation.objects.filter(turn__battle=battle):
         generate(generation.pk)
-    deltas = [status for kind, status in seen if kind == "generation.delta"]
-    assert deltas and set(deltas) == {GenerationStatus.STREAMING}
-    assert [status for kind, status in seen if kind == "generation.done"] == [GenerationStatus.DONE] * 2
+    for pk in Generation.objects.filter(turn__battle=battle).values_list("pk", flat=True):
+        order = [kind for kind, generation_id in seen if generation_id == pk]
+        assert order.count("stored") == 1 and order[-2:] == ["stored", "generation.done"]
+        assert set(order[:-2]) == {"generation.delta"}
+    assert set(Generation.objects.filter(turn__battle=battle).values_list("status", flat=True)) == {
+        GenerationStatus.DONE}
 
 
 def test_one_status_query_per_interval_serves_every_stream_of_the_process(rater, make_contender, in_process_off):

@@ -1,7 +1,8 @@
 """HTTP plumbing shared by the adapters.
 
 One pooled httpx client per process, streaming POSTs that detect stalls and enforce a total
-deadline, plain JSON requests for health checks and discovery, and the mapping of every failure
+deadline (on the calling thread with httpx, ``stream_lines``; in an event loop with ``http1``,
+``astream_lines``), plain JSON requests for health checks and discovery, and the mapping of every failure
 (transport error, HTTP status, error object inside a stream) to a :class:`BackendError` with a
 plain message and a retry hint.
 
