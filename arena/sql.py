@@ -48,3 +48,45 @@ def execute(sql: str, params: list) -> Iterator:
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=prepare)
         yield cursor
+
+
+class ModelColumns:
+    """The columns of several models side by side in one written-out SELECT, and the instances
+    back from each row, with the values converted as the ORM converts them (times, JSON, UUIDs,
+    booleans and decimals on SQLite)."""
+
+    def __init__(self, *parts: tuple[type, str]) -> None:
+        self.parts = parts  # (model, table alias in the statement)
+        self._converters: dict[str, list[list]] = {}
+
+    def select_list(self) -> str:
+        return ", ".join(f"{alias}.{connection.ops.quote_name(field.column)}"
+                         for model, alias in self.parts for field in model._meta.concrete_fields)
+
+    def _conversions(self) -> list[list]:
+        found = self._converters.get(connection.vendor)
+        if found is None:
+            found = []
+            for model, alias in self.parts:
+                per_model = []
+                for position, field in enumerate(model._meta.concrete_fields):
+                    expression = field.get_col(alias)
+                    for convert in (connection.ops.get_db_converters(expression)
+                                    + expression.get_db_converters(connection)):
+                        per_model.append((position, convert, expression))
+                found.append(per_model)
+            self._converters[connection.vendor] = found
+        return found
+
+    def instances(self, row) -> list:
+        """One instance of each model, in the order given, from ``row``."""
+        built = []
+        start = 0
+        for (model, _alias), conversions in zip(self.parts, self._conversions()):
+            fields = model._meta.concrete_fields
+            values = list(row[start:start + len(fields)])
+            for position, convert, expression in conversions:
+                values[position] = convert(values[position], expression, connection)
+            built.append(model.from_db(connection.alias, [field.attname for field in fields], values))
+            start += len(fields)
+        return built

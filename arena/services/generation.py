@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from arena import metrics
@@ -22,6 +22,7 @@ from arena.identity import names_mentioned
 from arena.logs import battle_context
 from arena.models import Battle, BattleStatus, Generation, GenerationStatus
 from arena.selectors import contender_identity_names
+from arena.services import generation_sql
 from arena.services.battles import battle_group
 from arena.services.registry import redact
 from arena.services.streaming import conversation_for
@@ -162,15 +163,12 @@ def _claim(generation_id: int) -> Generation | None:
     # Claim with one conditional UPDATE, not read-lock-then-write: it locks only this generation
     # row and only for that statement (a stop locks battle, then generations; a longer claim
     # transaction could deadlock with it), and on SQLite it needs no read-to-write lock upgrade.
-    generation = (Generation.objects.select_related("turn__battle", "contender__server", "contender__preset")
-                  .filter(pk=generation_id, status=GenerationStatus.QUEUED).first())
+    generation = generation_sql.queued_generation(generation_id)
     if generation is None:
         return None
     now = timezone.now()
     deadline = now + timedelta(seconds=generation.contender.server.deadline_s)
-    claimed = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
-        status=GenerationStatus.STREAMING, started_at=now, deadline_at=deadline, attempts=F("attempts") + 1)
-    if not claimed:
+    if not generation_sql.mark_claimed(generation_id, started_at=now, deadline_at=deadline):
         return None  # another run, a stop or a regeneration got there first
     generation.status = GenerationStatus.STREAMING
     generation.started_at, generation.deadline_at = now, deadline

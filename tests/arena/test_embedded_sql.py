@@ -1,4 +1,5 @@
-"""Statements written out as SQL (a vote, the role check, the resume and state reads) on the embedded default's SQLite."""
+"""Statements written out as SQL (a vote, the role check, the resume and state reads, a generation's claim)
+on the embedded default's SQLite."""
 from __future__ import annotations
 
 import json
@@ -75,11 +76,27 @@ out["resume"] = [battle_for_rater(public_id=first.public_id, rater=rater).pk == 
 out["may"] = [roles.user_may(rater.pk, {"rater"}), roles.user_may(rater.pk, {"viewer", "admin"}),
               roles.user_may(staff.pk, {"rater", "admin"}), roles.user_may(staff.pk, {"rater"}),
               roles.user_may(inactive.pk, {"admin"})]
+from datetime import date
+from decimal import Decimal
+from arena.services.generation import _claim
+ArenaModel.objects.filter(pk=contenders[0].pk).update(aliases=["emb-a", "Embé"], parameter_count_b=Decimal("7.5"),
+                                                      knowledge_cutoff=date(2024, 5, 1), commercial_use=True)
+queued = Generation.objects.filter(turn__battle=battle(GenerationStatus.QUEUED), side=Side.A).get()
+def values(obj):
+    return [getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields]
+loaded = Generation.objects.select_related("turn__battle", "contender__server", "contender__preset").get(pk=queued.pk)
+claimed = _claim(queued.pk)
+parts = lambda g: [g.turn, g.turn.battle, g.contender, g.contender.server, g.contender.preset]
+out["claim"] = [all(values(a) == values(b) for a, b in zip(parts(claimed), parts(loaded))),
+                claimed.contender.aliases, str(claimed.contender.parameter_count_b),
+                str(claimed.contender.knowledge_cutoff), isinstance(claimed.turn.battle.public_id, uuid.UUID),
+                Generation.objects.get(pk=queued.pk).status, Generation.objects.get(pk=queued.pk).attempts,
+                Generation.objects.get(pk=queued.pk).started_at == claimed.started_at, _claim(queued.pk)]
 print(json.dumps(out))
 '''
 
 
-def test_a_vote_on_sqlite_is_stored_checked_and_revealed(tmp_path):
+def test_a_vote_and_a_claim_on_sqlite_are_stored_checked_and_revealed(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"}}
     env.update({"DJANGO_SETTINGS_MODULE": "arena.settings", "SQLITE_PATH": str(tmp_path / "db.sqlite3")})
     result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
@@ -98,3 +115,4 @@ def test_a_vote_on_sqlite_is_stored_checked_and_revealed(tmp_path):
                                               {"status": "done", "text": "answer", "seq": None}]]]
     assert out["resume"] == [True, True, None, None, None]
     assert out["may"] == [True, False, True, False, False]
+    assert out["claim"] == [True, ["emb-a", "Embé"], "7.50", "2024-05-01", True, "streaming", 1, True, None]

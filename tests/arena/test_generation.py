@@ -45,6 +45,36 @@ def test_both_sides_finish_with_text_and_speed(rater, make_contender, in_process
     assert Generation.objects.get(pk=first.pk).attempts == 1
 
 
+def test_the_claim_loads_what_the_orm_would_and_claims_once(rater, make_contender, in_process_off):
+    """The written-out claim (arena.services.generation_sql) against the ORM's own read, on PostgreSQL."""
+    from arena.services.generation import _claim
+
+    make_contender("demo-terse-7b", "tgi")
+    make_contender("demo-markdown-13b", "ollama")
+    battle = start_with_turn(rater)
+    queued = Generation.objects.filter(turn__battle=battle).first()
+    loaded = Generation.objects.select_related("turn__battle", "contender__server", "contender__preset").get(
+        pk=queued.pk)
+
+    def parts(generation):
+        return [generation.turn, generation.turn.battle, generation.contender, generation.contender.server,
+                generation.contender.preset]
+
+    def values(obj):
+        return [getattr(obj, field.attname) for field in type(obj)._meta.concrete_fields]
+
+    claimed = _claim(queued.pk)
+    assert [values(a) for a in parts(claimed)] == [values(b) for b in parts(loaded)]
+    assert claimed.contender.endpoint() == loaded.contender.endpoint()
+    assert claimed.decoding_params == loaded.decoding_params and claimed.decoding_params
+    stored = Generation.objects.get(pk=queued.pk)
+    assert (stored.status, stored.attempts, stored.started_at, stored.deadline_at) == (
+        GenerationStatus.STREAMING, 1, claimed.started_at, claimed.deadline_at)
+    assert claimed.deadline_at > claimed.started_at
+    assert _claim(queued.pk) is None  # claimed already: a second run leaves it alone
+    assert Generation.objects.get(pk=queued.pk).attempts == 1
+
+
 def test_second_turn_sends_each_side_its_own_history(rater, make_contender, emulator, in_process_off):
     make_contender("demo-terse-7b", "openai")
     make_contender("demo-coder-34b", "openai")
