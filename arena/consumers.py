@@ -9,6 +9,7 @@ import logging
 import uuid
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.consumer import get_handler_name
 from django.db import DatabaseError
 
 from arena import metrics, roles
@@ -34,6 +35,19 @@ class JsonFramesConsumer(AsyncJsonWebsocketConsumer):
     """Text frames of JSON only: anything else gets an error frame instead of closing the socket."""
 
     gone = False
+
+    async def dispatch(self, message):
+        """Channels' dispatch without its database clean-up before every message.
+
+        Channels closes stale database connections before each handler, through a hop to its one
+        sync thread: for every frame and every delta of every socket of the process, though a
+        delta touches no database. Every database call of these consumers goes through
+        ``arena.asyncdb.db_async``, which cleans up before and after the call itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def websocket_disconnect(self, message):
         self.gone = True

@@ -109,7 +109,15 @@ def test_a_role_taken_away_or_an_account_disabled_stops_the_next_action(rater, c
     assert run(preview_after_demotion())["code"] == "forbidden"
 
 
-def test_two_turn_battle_vote_and_reveal(rater, contenders, in_process_generation):
+def test_two_turn_battle_vote_and_reveal(rater, contenders, in_process_generation, monkeypatch):
+    import channels.consumer
+
+    cleanups = []  # Channels' per-message database clean-up (a thread hop): not for these sockets
+
+    async def counted():
+        cleanups.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
 
     async def scenario():
         ws = communicator_for(rater)
@@ -142,6 +150,7 @@ def test_two_turn_battle_vote_and_reveal(rater, contenders, in_process_generatio
     for frame in before_reveal:
         for contender in contenders:
             assert contender.display_name not in str(frame)
+    assert len([f for f in frames if f["type"] == "delta"]) > 4 and cleanups == []
 
 
 def _split_runs(seqs):
