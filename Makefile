@@ -32,6 +32,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) -m pip install --quiet evalica==0.4.2
 	$(PY) bench/backends.py
+	$(PY) bench/readers.py
 	$(PY) bench/ratings.py
 	$(PY) bench/streaming.py
 	$(PY) bench/votes.py
