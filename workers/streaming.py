@@ -155,7 +155,11 @@ class LoopCall:
         self.loop.call_soon_threadsafe(self._start, make_coroutine)
 
     def _start(self, make_coroutine: Callable[[], Coroutine]) -> None:
-        self._task = self.loop.create_task(make_coroutine())
+        try:
+            self._task = self.loop.create_task(make_coroutine())
+        except BaseException as exc:  # the waiting thread gets it instead of waiting forever
+            self._outcome.set_exception(exc)
+            return
         self._task.add_done_callback(self._copy)
 
     def _copy(self, task: asyncio.Task) -> None:
@@ -172,7 +176,7 @@ class LoopCall:
 
     def cancel(self, timeout: float = SEND_TIMEOUT_S) -> None:
         # Runs after _start (callbacks run in order), so the task exists by then.
-        self.loop.call_soon_threadsafe(lambda: self._task.cancel())
+        self.loop.call_soon_threadsafe(lambda: self._task is not None and self._task.cancel())
         try:
             self._outcome.result(timeout)
         except BaseException:  # cancelled (as asked), or it failed or finished first: either way it is over

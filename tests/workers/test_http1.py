@@ -168,3 +168,19 @@ def test_url_credentials_become_basic_auth_and_a_header_with_a_newline_is_refuse
                                  head_timeout_s=2)
 
     asyncio.run(main())
+
+
+def test_https_to_a_server_that_speaks_no_tls_is_a_connect_error_in_its_own_words():
+    async def handler(reader, writer, _number):
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async def main():
+        server, url, _count = await serve(handler)
+        async with server:
+            with pytest.raises(httpx.ConnectError, match="^TLS: ") as caught:
+                await post(url.replace("http://", "https://"))
+            assert "not permitted" not in str(caught.value)
+
+    asyncio.run(main())

@@ -191,6 +191,9 @@ async def _connect(target: Target, timeout: float) -> _Connection:
             ssl_handshake_timeout=timeout if tls else None), timeout)
     except (TimeoutError, asyncio.TimeoutError):
         raise httpx.ConnectTimeout("timed out") from None
+    except ssl.SSLError as exc:
+        # A certificate or handshake failure: its own words ("CERTIFICATE_VERIFY_FAILED"), not the errno's.
+        raise httpx.ConnectError(f"TLS: {getattr(exc, 'verify_message', None) or exc.reason or exc}") from exc
     except OSError as exc:
         reason = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else str(exc)
         raise httpx.ConnectError(reason or type(exc).__name__) from exc
