@@ -305,13 +305,10 @@ def _flag_identity_leak(generation: Generation, text: str) -> None:
 
 def _store_finished(generation: Generation, text: str, finish: Finish) -> bool:
     """Store a finished answer; False if it was stopped or replaced meanwhile (nothing written)."""
-    stored = bool(Generation.objects.filter(pk=generation.pk, status=GenerationStatus.STREAMING).update(
-        status=GenerationStatus.DONE, text=storable_text(text),
-        finish_reason=storable_text(finish.finish_reason or "")[:32],
-        input_tokens=finish.input_tokens, output_tokens=finish.output_tokens,
-        time_to_first_token_ms=finish.ttft_ms, time_per_output_token_ms=finish.tpot_ms,
-        finished_at=timezone.now(),
-    ))
+    stored = generation_sql.mark_finished(
+        generation.pk, text=storable_text(text), finish_reason=storable_text(finish.finish_reason or "")[:32],
+        input_tokens=finish.input_tokens, output_tokens=finish.output_tokens, ttft_ms=finish.ttft_ms,
+        tpot_ms=finish.tpot_ms, finished_at=timezone.now())
     if stored:
         metrics.record_generation_done(generation, finish)
     return stored
@@ -340,8 +337,7 @@ def _store_failed(generation: Generation, text: str, error: BackendError) -> boo
 
 def _announce_if_complete(battle: Battle) -> None:
     # One read for both questions: is every answer done, and which are the last turn's.
-    answers = list(Generation.objects.filter(turn__battle=battle).order_by("turn__index", "side")
-                   .values_list("turn__index", "side", "pk", "status"))
+    answers = generation_sql.battle_answers(battle.pk)
     if not answers or any(status != GenerationStatus.DONE for *_rest, status in answers):
         return
     last = answers[-1][0]

@@ -1,9 +1,10 @@
-"""The claim of a generation, written out once as SQL instead of built by the ORM per call.
+"""The claim and the finish of a generation, written out once as SQL instead of built by the ORM per call.
 
-Every answer starts with it, on the worker, before the first token can be asked for: the read of
-the generation with its turn, battle, contender, server and preset, then the conditional update
-that claims it. Building the six-table read through the query compiler cost more CPU than
-PostgreSQL spends running both statements. Same statements, table and column names from the
+Every answer starts with the claim, on the worker, before the first token can be asked for: the
+read of the generation with its turn, battle, contender, server and preset, then the conditional
+update that claims it. Building the six-table read through the query compiler cost more CPU than
+PostgreSQL spends running both statements. Every answer ends with the conditional update that
+stores it and the read of the battle's answers (is every one done?). Same statements, table and column names from the
 models, run through ``arena.sql.execute`` (prepared on PostgreSQL with the process's own pool).
 """
 from __future__ import annotations
@@ -65,3 +66,39 @@ def mark_claimed(generation_id: int, *, started_at: datetime, deadline_at: datet
                                                   adapt(deadline_at), generation_id,
                                                   GenerationStatus.QUEUED.value]) as cursor:
         return cursor.rowcount == 1
+
+
+@lru_cache(maxsize=4)
+def _finish_sql(vendor: str) -> str:
+    names = ("status", "text", "finish_reason", "input_tokens", "output_tokens", "time_to_first_token_ms",
+             "time_per_output_token_ms", "finished_at")
+    status = _column(Generation, "status")
+    return (f"UPDATE {_table(Generation)} SET " + ", ".join(f"{_column(Generation, name)} = %s" for name in names)
+            + f" WHERE {_column(Generation, 'id')} = %s AND {status} = %s")
+
+
+@lru_cache(maxsize=4)
+def _answers_sql(vendor: str) -> str:
+    g, t = _table(Generation), _table(Turn)
+    index = _column(Turn, "index")
+    return (f"SELECT t.{index}, g.{_column(Generation, 'side')}, g.{_column(Generation, 'id')},"
+            f" g.{_column(Generation, 'status')} FROM {g} g"
+            f" JOIN {t} t ON t.{_column(Turn, 'id')} = g.{_column(Generation, 'turn')}"
+            f" WHERE t.{_column(Turn, 'battle')} = %s ORDER BY t.{index}, g.{_column(Generation, 'side')}")
+
+
+def mark_finished(generation_id: int, *, text: str, finish_reason: str, input_tokens: int | None,
+                  output_tokens: int | None, ttft_ms: float | None, tpot_ms: float | None,
+                  finished_at: datetime) -> bool:
+    """Streaming -> done, with the answer and its figures; False if it was stopped or replaced meanwhile."""
+    with _execute(_finish_sql(connection.vendor), [
+            GenerationStatus.DONE.value, text, finish_reason, input_tokens, output_tokens, ttft_ms, tpot_ms,
+            connection.ops.adapt_datetimefield_value(finished_at), generation_id,
+            GenerationStatus.STREAMING.value]) as cursor:
+        return cursor.rowcount == 1
+
+
+def battle_answers(battle_id: int) -> list[tuple[int, str, int, str]]:
+    """(turn index, side, generation id, status) of every answer of the battle, by turn and side."""
+    with _execute(_answers_sql(connection.vendor), [battle_id]) as cursor:
+        return [tuple(row) for row in cursor.fetchall()]

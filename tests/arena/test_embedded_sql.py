@@ -92,6 +92,15 @@ out["claim"] = [all(values(a) == values(b) for a, b in zip(parts(claimed), parts
                 str(claimed.contender.knowledge_cutoff), isinstance(claimed.turn.battle.public_id, uuid.UUID),
                 Generation.objects.get(pk=queued.pk).status, Generation.objects.get(pk=queued.pk).attempts,
                 Generation.objects.get(pk=queued.pk).started_at == claimed.started_at, _claim(queued.pk)]
+from arena.services.generation import _store_finished
+from arena.services.generation_sql import battle_answers
+from workers.backends import Finish
+finish = Finish(finish_reason="stop", input_tokens=3, output_tokens=5, ttft_ms=40.0, tpot_ms=9.0)
+stored_now = _store_finished(claimed, "the answer", finish)
+done = Generation.objects.get(pk=queued.pk)
+out["finish"] = [stored_now, done.status, done.text, done.output_tokens, done.time_per_output_token_ms,
+                 done.finished_at is not None, _store_finished(claimed, "again", finish)]
+out["answers"] = [[index, side, pk == queued.pk, status] for index, side, pk, status in battle_answers(claimed.turn.battle_id)]
 print(json.dumps(out))
 '''
 
@@ -116,3 +125,5 @@ def test_a_vote_and_a_claim_on_sqlite_are_stored_checked_and_revealed(tmp_path):
     assert out["resume"] == [True, True, None, None, None]
     assert out["may"] == [True, False, True, False, False]
     assert out["claim"] == [True, ["emb-a", "Embé"], "7.50", "2024-05-01", True, "streaming", 1, True, None]
+    assert out["finish"] == [True, "done", "the answer", 5, 9.0, True, False]
+    assert out["answers"] == [[1, "a", True, "done"], [1, "b", False, "queued"]]
